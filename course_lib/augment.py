@@ -1,0 +1,47 @@
+"""Augmentations as Keras preprocessing layers (they run inside models, on every backend).
+
+No horizontal flips by default: traffic-sign classes come in mirror pairs (33/34 turn right/left,
+36/37, 38/39), so a flip changes the label.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def weak_augmenter(flips: bool = False, seed: int = 0, name: str = "weak_augment") -> keras.Sequential:
+    """Small shifts, rotations and zooms: label-preserving for signs and digits."""
+    ops = [
+        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
+        layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 1),
+        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
+    ]
+    if flips:
+        ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 3))
+    return keras.Sequential(ops, name=name)
+
+
+def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0,
+                     name: str = "strong_augment") -> keras.Sequential:
+    """Crops, rotations, colour changes and cutout: the 'strong' views of SimCLR / SCAN self-labeling.
+
+    Works on images in [0, 255]. colour=False for greyscale data.
+    """
+    ops = [
+        layers.RandomZoom((-0.35, 0.1), fill_mode="nearest", seed=seed),
+        layers.RandomTranslation(0.12, 0.12, fill_mode="nearest", seed=seed + 1),
+        layers.RandomRotation(0.06, fill_mode="nearest", seed=seed + 2),
+    ]
+    if colour:
+        ops += [
+            layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.4, contrast_factor=0.4,
+                                     saturation_factor=(0.3, 0.8), hue_factor=0.05, seed=seed + 3),
+            layers.RandomGrayscale(0.2, seed=seed + 4),
+        ]
+    else:
+        ops += [layers.RandomBrightness(0.3, value_range=(0, 255), seed=seed + 3),
+                layers.RandomContrast(0.4, value_range=(0, 255), seed=seed + 4)]
+    ops.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), value_range=(0, 255), seed=seed + 5))
+    if flips:
+        ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 6))
+    return keras.Sequential(ops, name=name)

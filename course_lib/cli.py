@@ -1,0 +1,87 @@
+"""Command line: `python -m course_lib benchmark ...` and `python -m course_lib info`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parse_option(text: str):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    b = sub.add_parser("benchmark", help="fit a method without labels and score it (no arguments: every "
+                                         "method on synthetic-signs, quick profile)")
+    b.add_argument("--method", help="a registered method (default: all)")
+    b.add_argument("--dataset", default="synthetic-signs", help="e.g. gtsrb, npz:PATH, mnist, digits")
+    b.add_argument("--test", help="fit on --dataset, score on this one (its test split)")
+    b.add_argument("--holdout", type=float, help="score on a track-wise held-out fraction of --dataset")
+    b.add_argument("--profile", help="quick | standard | full (default: $COURSE_PROFILE, else by device)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--k", type=int, help="number of clusters (default: number of classes)")
+    b.add_argument("--image-size", type=int, help="resize images to this side")
+    b.add_argument("--option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
+                   help="a method hyperparameter, e.g. --option centre_crop=0.75 (repeatable)")
+    b.add_argument("--out", help="write the result as JSON here")
+    sub.add_parser("info", help="versions, devices, profile and the datasets found")
+    args = parser.parse_args(argv)
+
+    if args.command in (None, "benchmark") and not getattr(args, "method", None):
+        from .benchmark import run_all
+
+        a = args if args.command else parser.parse_args(["benchmark"])
+        run_all(a.dataset, profile=a.profile or "quick", seed=a.seed, out=a.out, test=a.test,
+                holdout=a.holdout, k=a.k)
+        return 0
+    if args.command == "benchmark":
+        from .benchmark import run
+
+        run(args.method, args.dataset, test=args.test, profile=args.profile, seed=args.seed,
+            holdout=args.holdout, k=args.k, options=dict(args.option), out=args.out, image_size=args.image_size)
+        return 0
+    if args.command == "info":
+        info()
+        return 0
+    parser.print_help()
+    return 2
+
+
+def info() -> None:
+    from . import runtime
+    from .data import TFDS_NAMES, data_dir
+    from .download import kaggle_credentials
+    from .methods import available
+
+    runtime.setup(0, verbose=True)
+    print(f"data folder: {data_dir()}")
+    print("built-in datasets: synthetic-signs, digits")
+    tfds_dir = data_dir() / "tensorflow_datasets"
+    local = sorted(p.name for p in tfds_dir.iterdir()) if tfds_dir.is_dir() else []
+    print(f"tensorflow-datasets ({', '.join(sorted(TFDS_NAMES))}): local copies {local or 'none'}")
+    try:
+        from .data import detect_gtsrb_layout
+
+        candidates = [os.environ.get("GTSRB_DIR"), str(data_dir() / "gtsrb")]
+        found = [c for c in candidates if c and os.path.isdir(c)]
+        print(f"gtsrb: {found or 'no local copy'} (the Kaggle API downloads it on first use)")
+        for c in found:
+            print(f"  {c}: layout {detect_gtsrb_layout(c)[0]}")
+    except Exception as e:
+        print(f"gtsrb: {e}")
+    print(f"kaggle credentials: {'found' if kaggle_credentials() else 'not found'}")
+    print(f"methods: {', '.join(available())}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

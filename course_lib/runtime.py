@@ -1,0 +1,209 @@
+"""Profiles, seeding and device setup: the first call of every notebook and benchmark run."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+PROFILE_ENV = "COURSE_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work a run does. Every method reads its sizes from here.
+
+    quick: a few minutes on a 2-core CPU (CI); standard: a real CPU run (<= 20-30 min a method);
+    full: the papers' settings, for a GPU session.
+    """
+
+    name: str
+    max_train: int | None  # images a method is fitted on (None: all)
+    max_eval: int | None  # images it is scored on (None: all)
+    epochs: int  # epochs of a plain training run (supervised, autoencoder)
+    batch_size: int
+    n_synthetic: int  # images drawn from the built-in synthetic-signs generator
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES = {
+    "quick": Profile("quick", max_train=3000, max_eval=2000, epochs=3, batch_size=128, n_synthetic=3000),
+    "standard": Profile("standard", max_train=None, max_eval=None, epochs=15, batch_size=128, n_synthetic=20000),
+    "full": Profile("full", max_train=None, max_eval=None, epochs=60, batch_size=256, n_synthetic=60000),
+}
+
+
+def has_accelerator() -> bool:
+    """True when the active Keras backend sees a GPU or TPU."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    try:
+        if backend == "jax":
+            import jax
+
+            return jax.devices()[0].platform != "cpu"
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    except Exception:  # a backend that fails to import has no accelerator for us
+        return False
+
+
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The profile named, else $COURSE_PROFILE, else quick on a CPU and full with an accelerator."""
+    if isinstance(name, Profile):
+        return name
+    name = name or os.environ.get(PROFILE_ENV) or ("full" if has_accelerator() else "quick")
+    try:
+        return PROFILES[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"Unknown profile {name!r}: choose one of {sorted(PROFILES)} "
+            f"(set {PROFILE_ENV}=quick|standard|full)"
+        ) from None
+
+
+def device_name() -> str:
+    """A short description of where the backend computes ('cpu (2 cores)', 'gpu: NVIDIA H100 ...')."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    try:
+        if backend == "jax":
+            import jax
+
+            d = jax.devices()[0]
+            return f"{d.platform}: {getattr(d, 'device_kind', d)}"
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return f"gpu: {torch.cuda.get_device_name(0)}"
+        else:
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                details = tf.config.experimental.get_device_details(gpus[0])
+                return f"gpu: {details.get('device_name', gpus[0].name)} x{len(gpus)}"
+    except Exception:
+        pass
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def versions() -> dict:
+    """Versions of the libraries a result depends on."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("keras", "tensorflow", "jax", "torch", "numpy", "scikit-learn", "scipy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the Keras backend; make TensorFlow ops deterministic where it can."""
+    random.seed(seed)
+    np.random.seed(seed)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception:  # older TF: best effort only
+            pass
+
+
+@dataclass
+class RuntimeInfo:
+    profile: Profile
+    seed: int
+    backend: str
+    device: str
+    strategy: object | None  # a tf.distribute strategy when several GPUs / a TPU are present
+    mixed_precision: bool
+    environment: str  # colab, kaggle or local
+
+    def summary(self) -> dict:
+        return {
+            "profile": self.profile.name,
+            "seed": self.seed,
+            "backend": self.backend,
+            "device": self.device,
+            "mixed_precision": self.mixed_precision,
+            "environment": self.environment,
+            **versions(),
+        }
+
+
+def environment() -> str:
+    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
+        return "colab"
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or os.path.isdir("/kaggle/input"):
+        return "kaggle"
+    return "local"
+
+
+def setup(seed: int = 0, profile: str | Profile | None = None, mixed_precision: bool | None = None,
+          verbose: bool = True) -> RuntimeInfo:
+    """Seed everything, configure devices and print the profile, versions and devices.
+
+    mixed_precision=None turns it on only on a GPU that runs float16 fast (compute capability >= 7).
+    """
+    import keras
+
+    prof = get_profile(profile)
+    backend = keras.backend.backend()
+    strategy, use_mp = None, False
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialised: harmless on a re-run of the cell
+                pass
+        if mixed_precision is None and gpus:
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+            mixed_precision = cc >= (7, 0)
+        strategy = _distribute_strategy(tf, gpus)
+    elif mixed_precision is None:
+        mixed_precision = has_accelerator()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        use_mp = True
+    seed_everything(seed)
+    info = RuntimeInfo(prof, seed, backend, device_name(), strategy, use_mp, environment())
+    if verbose:
+        print(f"profile: {prof.name}  ({PROFILE_ENV}={os.environ.get(PROFILE_ENV, '<unset>')})  seed: {seed}")
+        print(f"backend: {backend}  device: {info.device}  mixed precision: {use_mp}  env: {info.environment}")
+        print("versions:", ", ".join(f"{k} {v}" for k, v in versions().items()))
+    return info
+
+
+def _distribute_strategy(tf, gpus):
+    """A TPU or multi-GPU strategy when one is present, else None (plain single-device Keras)."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    except Exception:
+        pass
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return None
