@@ -25,33 +25,31 @@ def seed_cnn(input_shape, n_classes: int, name: str = "seed_cnn") -> keras.Model
 
 def _conv_bn_relu(x, filters: int):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    # momentum 0.9 (not 0.99): the moving statistics settle within a short CPU run
+    x = layers.BatchNormalization(momentum=0.9)(x)
     return layers.ReLU()(x)
 
 
 def small_cnn_backbone(input_shape, width: int = 32, name: str = "small_cnn") -> keras.Model:
-    """A 4-block VGG-style CNN (~0.6 M parameters at width 32) ending in global average pooling.
+    """A 4-block VGG-style CNN (~0.4 M parameters at width 32) ending in global average pooling.
 
-    Blocks of width w, 2w, 4w (two 3x3 convs each, then 2x2 max-pool) and 8w (one conv). Fast enough to
-    train on a laptop CPU at 32x32 (about 1,300 images/s here).
+    Blocks of width w, 2w, 4w, 8w: a 3x3 conv, BatchNorm, ReLU, then 2x2 max-pool (none after the last).
+    Small enough to train on a laptop CPU at 32x32.
     """
     inputs = keras.Input(input_shape)
     x = layers.Rescaling(1 / 255.0)(inputs)
-    for mult in (1, 2, 4):
+    for i, mult in enumerate((1, 2, 4, 8)):
         x = _conv_bn_relu(x, width * mult)
-        x = _conv_bn_relu(x, width * mult)
-        x = layers.MaxPooling2D()(x)
-    x = _conv_bn_relu(x, width * 8)
+        if i < 3:
+            x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, x, name=name)
 
 
-def classifier(backbone: keras.Model, n_classes: int, dropout: float = 0.3, augmenter=None,
-               name: str = "classifier") -> keras.Model:
-    """backbone -> dropout -> softmax; the augmenter (if any) runs in training only."""
+def classifier(backbone: keras.Model, n_classes: int, dropout: float = 0.3, name: str = "classifier") -> keras.Model:
+    """backbone -> dropout -> softmax."""
     inputs = keras.Input(backbone.input_shape[1:])
-    x = augmenter(inputs) if augmenter is not None else inputs
-    x = backbone(x)
+    x = backbone(inputs)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -81,7 +81,8 @@ CONTRAST_RANGE = (0.4, 1.15)
 COLOUR_CAST = 0.15  # per-channel gain in [1 - c, 1 + c]
 NOISE_RANGE = (0.0, 0.035)  # std of additive Gaussian noise, on the [0, 1] scale
 MAX_CLUTTER_SHAPES = 5
-CHUNK = 2048  # images per batch for the vectorised photometric step
+TEXTURE_OCTAVES = ((5, 40.0), (11, 25.0))  # (grid cells, max amplitude in grey levels) of the noise
+CHUNK = 512  # images per batch for the vectorised steps
 
 
 # =================================================================================================
@@ -348,12 +349,17 @@ def _end_base(pen: _Pen) -> None:
     pen.disc(0, 0, 0.94, WHITE)
 
 
-def _slash(pen: _Pen, width: float = 0.16, n_lines: int = 1) -> None:
-    """Diagonal black slash(es) from lower left to upper right."""
-    r = 0.68
+def _slash(pen: _Pen, width: float = 0.16, n_lines: int = 1, spacing: float = 0.2) -> None:
+    """Diagonal black slash(es) from lower left to upper right, clipped to the disc."""
+    radius = 0.88
+    ux, uy = 1 / math.sqrt(2), -1 / math.sqrt(2)  # along the slash
+    nx, ny = -uy, ux  # across the slash
     for k in range(n_lines):
-        off = (k - (n_lines - 1) / 2) * 0.2
-        pen.line([(-r + off, r + off), (r + off, -r + off)], width, BLACK, round_caps=False)
+        d = (k - (n_lines - 1) / 2) * spacing
+        half = math.sqrt(max(radius**2 - d**2, 0.0))
+        cx, cy = d * nx, d * ny
+        pen.line([(cx - half * ux, cy - half * uy), (cx + half * ux, cy + half * uy)], width, BLACK,
+                 round_caps=False)
 
 
 def _draw_speed_limit(pen: _Pen, class_id: int) -> None:
@@ -495,43 +501,80 @@ BG_PALETTE = np.array([  # natural colours: sky, cloud, foliage, road, walls, du
 ], dtype=np.float64)
 
 
-def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    """A palette colour with jitter, or (1 time in 5) a uniformly random colour."""
-    if rng.random() < 0.2:
-        c = rng.uniform(0, 255, 3)
-    else:
-        c = BG_PALETTE[rng.integers(len(BG_PALETTE))] + rng.normal(0, 18, 3)
-    return tuple(int(v) for v in np.clip(c, 0, 255))
+def _random_colours(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Colours (shape + (3,)) from the palette with jitter, or (1 time in 5) uniformly random."""
+    palette = BG_PALETTE[rng.integers(len(BG_PALETTE), size=shape)] + rng.normal(0, 18, shape + (3,))
+    loud = rng.uniform(0, 255, shape + (3,))
+    pick = rng.random(shape)[..., None] < 0.2
+    return np.clip(np.where(pick, loud, palette), 0, 255)
 
 
-def _background(size: int, rng: np.random.Generator) -> Image.Image:
-    """Cluttered background: gradient, maybe a sky/ground split, shapes, poles, texture."""
-    corners = np.array([_random_colour(rng) for _ in range(4)], dtype=np.uint8).reshape(2, 2, 3)
-    img = Image.fromarray(corners).resize((size, size), Image.BILINEAR)
-    draw = ImageDraw.Draw(img)
-    if rng.random() < 0.5:  # sky/ground split with a tilted horizon
-        y0, y1 = rng.uniform(0.2, 0.9, 2) * size
-        draw.polygon([(0, y0), (size, y1), (size, size), (0, size)], fill=_random_colour(rng))
-    for _ in range(rng.integers(1, MAX_CLUTTER_SHAPES + 1)):
-        kind = rng.integers(3)
-        x0, y0 = rng.uniform(-0.3, 1.0, 2) * size
-        w, h = rng.uniform(0.1, 0.7, 2) * size
-        colour = _random_colour(rng)
-        if kind == 0:
-            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
-        elif kind == 1:
-            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
-        else:  # a pole or a branch
-            x1, y1 = rng.uniform(0, 1, 2) * size
-            draw.line([(x0, y0), (x1, y1)], fill=colour, width=int(rng.integers(2, max(3, size // 8))))
-    if rng.random() < 0.7:  # low-frequency texture (foliage, clouds, asphalt)
-        cells = int(rng.integers(4, 12))
-        amp = rng.uniform(15, 60)
-        tex = rng.normal(0, amp, (cells, cells, 1)) * rng.uniform(0.6, 1.0, 3)
-        tex = Image.fromarray(np.clip(tex + 128, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
-        arr = np.asarray(img, dtype=np.int16) + np.asarray(tex, dtype=np.int16) - 128
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    return img
+def _upsample_matrix(cells: int, size: int) -> np.ndarray:
+    """(size, cells) matrix that linearly interpolates `cells` values onto `size` pixels."""
+    pos = np.linspace(0, cells - 1, size)
+    lo = np.minimum(np.floor(pos).astype(int), cells - 2)
+    frac = pos - lo
+    m = np.zeros((size, cells))
+    m[np.arange(size), lo] = 1 - frac
+    m[np.arange(size), lo + 1] = frac
+    return m
+
+
+def _smooth_fields(rng: np.random.Generator, m: int, size: int) -> np.ndarray:
+    """Per image: a colour gradient (bilinear between 4 corner colours) plus a coarse texture.
+
+    Each layer is a small grid upsampled bilinearly (U @ grid @ U.T); stacking the grids on a
+    block diagonal does all layers in one matrix product: sum_k U_k X_k U_k.T = U X U.T.
+    """
+    grids = [_random_colours(rng, (m, 2, 2))]  # the gradient's corner colours
+    for cells, max_amp in TEXTURE_OCTAVES:  # value noise (foliage, clouds, asphalt)
+        amp = rng.uniform(0, max_amp, (m, 1, 1, 1)) * (rng.random((m, 1, 1, 1)) < 0.7)
+        tint = rng.uniform(0.6, 1.0, (m, 1, 1, 3))
+        grids.append(amp * tint * rng.standard_normal((m, cells, cells, 1)))
+    total = sum(g.shape[1] for g in grids)
+    blocks = np.zeros((m, 3, total, total), dtype=np.float32)
+    up = np.zeros((size, total), dtype=np.float32)
+    k = 0
+    for g in grids:
+        c = g.shape[1]
+        blocks[:, :, k:k + c, k:k + c] = np.moveaxis(g, -1, 1)
+        up[:, k:k + c] = _upsample_matrix(c, size)
+        k += c
+    field = up @ blocks @ up.T  # (m, 3, size, size)
+    return np.moveaxis(np.clip(field, 0, 255).astype(np.uint8), 1, -1)
+
+
+def _backgrounds(m: int, size: int, rng: np.random.Generator) -> list[Image.Image]:
+    """Cluttered backgrounds: smooth field, maybe a sky/ground split, then random shapes and poles."""
+    fields = _smooth_fields(rng, m, size)
+    # every random parameter is drawn up front, in bulk; the loop below only draws
+    horizon = rng.random(m) < 0.5
+    horizon_y = rng.uniform(0.2, 0.9, (m, 2)) * size
+    horizon_colour = _random_colours(rng, (m,)).astype(int)
+    n_shapes = rng.integers(1, MAX_CLUTTER_SHAPES + 1, m)
+    kinds = rng.integers(3, size=(m, MAX_CLUTTER_SHAPES))
+    start = rng.uniform(-0.3, 1.0, (m, MAX_CLUTTER_SHAPES, 2)) * size
+    extent = rng.uniform(0.1, 0.7, (m, MAX_CLUTTER_SHAPES, 2)) * size
+    end = rng.uniform(0.0, 1.0, (m, MAX_CLUTTER_SHAPES, 2)) * size
+    widths = rng.integers(2, max(3, size // 8), (m, MAX_CLUTTER_SHAPES))
+    colours = _random_colours(rng, (m, MAX_CLUTTER_SHAPES)).astype(int)
+    images = []
+    for i in range(m):
+        img = Image.fromarray(fields[i])
+        draw = ImageDraw.Draw(img)
+        if horizon[i]:
+            y0, y1 = horizon_y[i]
+            draw.polygon([(0, y0), (size, y1), (size, size), (0, size)], fill=tuple(horizon_colour[i]))
+        for k in range(n_shapes[i]):
+            (x0, y0), (w, h), colour = start[i, k], extent[i, k], tuple(colours[i, k])
+            if kinds[i, k] == 0:
+                draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
+            elif kinds[i, k] == 1:
+                draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+            else:  # a pole or a branch
+                draw.line([(x0, y0), tuple(end[i, k])], fill=colour, width=int(widths[i, k]))
+        images.append(img)
+    return images
 
 
 def _homographies(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -601,15 +644,15 @@ def make_signs(n: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray,
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         batch = np.empty((stop - start, image_size, image_size, 3), dtype=np.uint8)
-        for i in range(start, stop):
-            img = _background(work, bg_rng)
+        for j, img in enumerate(_backgrounds(stop - start, work, bg_rng)):
+            i = start + j
             sign = templates[labels[i]].transform((work, work), Image.PERSPECTIVE, tuple(coeffs[i]),
                                                   Image.BILINEAR)
             img.paste(sign, (0, 0), sign)
             img = img.reduce(WORK_FACTOR)
             if blur[i] > 0.15:
                 img = img.filter(ImageFilter.GaussianBlur(float(blur[i])))
-            batch[i - start] = np.asarray(img)
+            batch[j] = np.asarray(img)
         x = _photometric(batch.astype(np.float32) / 255.0, photo_rng)
         images[start:stop] = np.round(x * 255.0).astype(np.uint8)
     return images, labels

@@ -7,6 +7,7 @@ as the last expression of a cell is drawn once). Images are uint8 N x H x W x C 
 """
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 
@@ -17,8 +18,17 @@ from matplotlib.ticker import MaxNLocator
 TILE = 1.1  # inches per image tile
 
 
+class NotebookFigure(Figure):
+    """A Figure that draws itself as a PNG in Jupyter, with or without `%matplotlib inline`."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+    return NotebookFigure(figsize=(width, height), layout="constrained")
 
 
 def _show_image(ax, img: np.ndarray) -> None:

@@ -31,8 +31,7 @@ class SupervisedCNN(Method):
         p = self.params
         if p["arch"] == "seed":
             return models.seed_cnn(input_shape, self.n_clusters)
-        aug = augment.weak_augmenter(seed=self.seed) if p["augment"] else None
-        return models.classifier(models.small_cnn_backbone(input_shape), self.n_clusters, augmenter=aug)
+        return models.classifier(models.small_cnn_backbone(input_shape), self.n_clusters)
 
     def fit(self, x, y=None):
         import keras
@@ -46,7 +45,8 @@ class SupervisedCNN(Method):
         self.model_.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
         self.history_ = training.fit_resumable(
             self.model_, x.astype("float32"), np.asarray(y), epochs=p["epochs"], batch_size=p["batch_size"],
-            checkpoint_dir=p["checkpoint_dir"], verbose=p["verbose"], seed=self.seed)
+            checkpoint_dir=p["checkpoint_dir"], verbose=p["verbose"], seed=self.seed,
+            augmenter=augment.weak_augmenter(seed=self.seed) if p["augment"] else None)
         return self
 
     def predict_proba(self, x):

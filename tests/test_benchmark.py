@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from course_lib import benchmark
+from course_lib.methods import available, get_method
+
+
+def test_registry_has_the_foundation_methods():
+    assert {"supervised-cnn", "pixels-kmeans"} <= set(available())
+    with pytest.raises(ValueError, match="registered methods are"):
+        get_method("no-such-method")
+
+
+def test_benchmark_command_writes_the_promised_json(tmp_path):
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "course_lib", "benchmark", "--method", "pixels-kmeans", "--dataset", "digits",
+           "--test", "digits", "--profile", "quick", "--seed", "3", "--option", "centre_crop=1.0",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("profile: quick")
+    r = json.loads(out.read_text())
+    for key in ("method", "dataset", "test_dataset", "profile", "seed", "n_train", "n_eval", "k", "acc", "nmi",
+                "ari", "seconds", "backend", "device", "versions", "date"):
+        assert key in r, key
+    assert (r["method"], r["test_dataset"], r["profile"], r["seed"], r["k"]) == ("pixels-kmeans", "digits",
+                                                                                 "quick", 3, 10)
+    assert r["n_train"] == 1437 and r["n_eval"] == 360 and r["params"]["centre_crop"] == 1.0
+    assert r["acc"] > 0.5  # real handwritten digits: raw-pixel KMeans is far above chance (0.1)
+
+
+def test_pixels_kmeans_on_real_gtsrb_is_above_the_bar(shared_data):
+    r = benchmark.run("pixels-kmeans", f"npz:{shared_data / 'gtsrb_train_32.npz'}", profile="standard",
+                      verbose=False)
+    assert r["n_eval"] == 39209 and r["acc"] >= 0.30 and r["nmi"] > 0.4
+
+
+def test_supervised_needs_labels_and_is_scored_on_a_holdout():
+    r = benchmark.run("supervised-cnn", "digits", profile="quick", options={"epochs": 4}, verbose=False)
+    assert r["protocol"].startswith("track-wise hold-out") and r["n_eval"] < r["n_train"]
+    assert r["acc"] > 0.8
+    with pytest.raises(ValueError, match="needs labels"):
+        get_method("supervised-cnn")(10).fit(__import__("numpy").zeros((4, 8, 8, 1)))

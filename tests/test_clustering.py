@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from course_lib import clustering, metrics
+
+
+def test_k_larger_than_the_number_of_images_is_a_value_error():
+    with pytest.raises(ValueError, match="cannot make 10 clusters from 5 samples"):
+        clustering.FeatureClusterer(10).fit(np.random.rand(5, 3))
+
+
+@pytest.mark.parametrize("algorithm", clustering.ALGORITHMS)
+def test_every_algorithm_separates_blobs_and_predicts_new_points(algorithm):
+    x, y = make_blobs(600, n_features=8, centers=4, cluster_std=0.5, random_state=0)
+    fc = clustering.FeatureClusterer(4, pca_dim=None, l2=False, algorithm=algorithm, n_init=3)
+    assert metrics.hungarian_accuracy(y, fc.fit_predict(x)) > 0.99
+    assert metrics.hungarian_accuracy(y, fc.predict(x + 0.01)) > 0.99
+
+
+def test_pixel_features_crop_and_standardise():
+    x = np.arange(2 * 8 * 8 * 1, dtype=np.uint8).reshape(2, 8, 8, 1)
+    f = clustering.pixel_features(x, centre_crop=0.5)
+    assert f.shape == (2, 16) and f[0, 0] == pytest.approx(x[0, 2, 2, 0] / 255)
+    s = clustering.pixel_features(x, standardise=True)
+    np.testing.assert_allclose(s.mean(1), 0, atol=1e-5)
+    np.testing.assert_allclose(s.std(1), 1, atol=1e-3)
+    with pytest.raises(ValueError, match="centre_crop"):
+        clustering.pixel_features(x, centre_crop=0)
+
+
+def test_pipeline_whitens_and_normalises():
+    f = np.random.default_rng(0).normal(size=(300, 20)) * np.arange(1, 21)
+    z = clustering.FeaturePipeline(pca_dim=5, whiten=True, l2=False).fit_transform(f)
+    np.testing.assert_allclose(z.std(0), 1, rtol=0.05)
+    z2 = clustering.FeaturePipeline(pca_dim=5, l2=True).fit_transform(f)
+    np.testing.assert_allclose(np.linalg.norm(z2, axis=1), 1, rtol=1e-5)
