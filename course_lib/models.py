@@ -53,3 +53,30 @@ def classifier(backbone: keras.Model, n_classes: int, dropout: float = 0.3, name
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _fire(x, fire_id: int, squeeze: int, expand: int):
+    p = f"fire{fire_id}_"
+    x = layers.Conv2D(squeeze, 1, activation="relu", name=p + "squeeze1x1")(x)
+    left = layers.Conv2D(expand, 1, activation="relu", name=p + "expand1x1")(x)
+    right = layers.Conv2D(expand, 3, padding="same", activation="relu", name=p + "expand3x3")(x)
+    return layers.Concatenate(name=p + "concat")([left, right])
+
+
+def squeezenet(input_shape, name: str = "squeezenet") -> keras.Model:
+    """SqueezeNet v1.1 without its top, layer names as in keras-squeezenet with "/" -> "_" (Keras 3 forbids "/").
+
+    Expects Caffe-style input (BGR, ImageNet mean subtracted: keras.applications.vgg16.preprocess_input).
+    """
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(64, 3, strides=2, activation="relu", name="conv1")(inputs)
+    x = layers.MaxPooling2D(3, 2, name="pool1")(x)
+    x = _fire(x, 2, 16, 64)
+    x = _fire(x, 3, 16, 64)
+    x = layers.MaxPooling2D(3, 2, name="pool3")(x)
+    x = _fire(x, 4, 32, 128)
+    x = _fire(x, 5, 32, 128)
+    x = layers.MaxPooling2D(3, 2, name="pool5")(x)
+    for fire_id, s, e in ((6, 48, 192), (7, 48, 192), (8, 64, 256), (9, 64, 256)):
+        x = _fire(x, fire_id, s, e)
+    return keras.Model(inputs, x, name=name)

@@ -1,0 +1,231 @@
+"""Features + clustering: hand-crafted HOG (seed 004) and pretrained CNN features (seed 000).
+
+Seed 000 fed 32x32 signs to VGG16/VGG19/ResNet50 and got ~15% accuracy: at 32 px those networks end in a
+1x1 map, the images were not preprocessed the way each network expects, and KMeans ran on raw features.
+Here: images resized up, each backbone's own `preprocess_input`, global average pooling at a chosen layer,
+then PCA (whitened) + L2 + KMeans.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..clustering import FeatureClusterer
+from ..data import data_dir, resize_images
+from . import Method, register
+
+WEIGHTS_ENV = "COURSE_WEIGHTS_DIR"  # a folder holding Keras weight files (offline machines)
+
+
+# ---------------------------------------------------------------- hand-crafted
+def hog_features(x: np.ndarray, border: int = 2, orientations: int = 9, cell: int = 4, block: int = 2,
+                 colour_bins: int = 0) -> np.ndarray:
+    """HOG of the greyscale image (border pixels cropped), optionally with per-channel colour histograms."""
+    from skimage.feature import hog
+
+    x = x[:, border:x.shape[1] - border, border:x.shape[2] - border] if border else x
+    grey = x.mean(-1) if x.shape[-1] == 3 else x[..., 0].astype(np.float32)
+    feats = np.stack([hog(g, orientations=orientations, pixels_per_cell=(cell, cell),
+                          cells_per_block=(block, block), block_norm="L2-Hys") for g in grey]).astype(np.float32)
+    if colour_bins:
+        hists = [np.stack([np.histogram(img[..., c], colour_bins, (0, 256))[0] for c in range(img.shape[-1])]).ravel()
+                 for img in x]
+        hists = np.asarray(hists, np.float32) / (x.shape[1] * x.shape[2])
+        feats = np.concatenate([feats, hists], 1)
+    return feats
+
+
+@register
+class HogKMeans(Method):
+    """HOG (+ colour histograms) -> PCA-64 whitened -> L2 -> KMeans: the classical bar."""
+
+    name = "hog-kmeans"
+    defaults = dict(border=2, orientations=9, cell=4, block=2, colour_bins=0, pca_dim=64, whiten=True, l2=True,
+                    algorithm="kmeans", n_init=10)
+
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **{**self.defaults, **params})
+        p = self.params
+        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
+                                          p["n_init"], seed)
+
+    def features(self, x):
+        p = self.params
+        return hog_features(x, p["border"], p["orientations"], p["cell"], p["block"], p["colour_bins"])
+
+    def fit(self, x, y=None):
+        self.clusterer.fit(self.features(x))
+        self.labels_ = self.clusterer.labels_
+        return self
+
+    def predict(self, x):
+        return self.clusterer.predict(self.features(x))
+
+
+# ---------------------------------------------------------------- pretrained CNNs
+def _apps():
+    import keras
+
+    return keras.applications
+
+
+# name -> (constructor, preprocess_input, default feature layer, weights file of the no-top model)
+BACKBONES = {
+    "vgg16": (lambda: _apps().VGG16, lambda: _apps().vgg16.preprocess_input, "block5_conv3",
+              "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "vgg19": (lambda: _apps().VGG19, lambda: _apps().vgg19.preprocess_input, "block5_conv4",
+              "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": (lambda: _apps().ResNet50, lambda: _apps().resnet50.preprocess_input, "conv5_block3_out",
+                 "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "mobilenetv3small": (lambda: _apps().MobileNetV3Small, lambda: (lambda a: a), None,
+                         "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+    "squeezenet": (None, lambda: _apps().vgg16.preprocess_input, "fire9_concat",
+                   "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+}
+
+
+def resolve_weights(backbone: str, weights: str | None) -> str | None:
+    """'imagenet' -> a local weights file when one is found ($COURSE_WEIGHTS_DIR, ~/.keras/models), else
+    'imagenet' (Keras downloads it). None -> random weights, with a loud warning."""
+    if weights is None:
+        warnings.warn(f"{backbone} with weights=None: RANDOM features, a control only, not a pretrained result",
+                      stacklevel=3)
+        return None
+    if weights != "imagenet":
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        return weights
+    fname = BACKBONES[backbone][3]
+    for folder in (os.environ.get(WEIGHTS_ENV), Path.home() / ".keras" / "models"):
+        if folder and (Path(folder) / fname).is_file():
+            return str(Path(folder) / fname)
+    if backbone == "squeezenet":
+        raise FileNotFoundError(f"SqueezeNet weights are not in keras.applications: put {fname} in ${WEIGHTS_ENV}")
+    return "imagenet"
+
+
+def build_backbone(backbone: str, image_size: int, weights: str | None = "imagenet", layer: str | None = None):
+    """A model from images in [0, 255] to globally average-pooled features of `layer` (default: the last)."""
+    import keras
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: choose one of {sorted(BACKBONES)}")
+    ctor, preprocess, default_layer, _ = BACKBONES[backbone]
+    weights = resolve_weights(backbone, weights)
+    shape = (image_size, image_size, 3)
+    if backbone == "squeezenet":
+        from ..models import squeezenet
+
+        base = squeezenet(shape)
+        if weights:
+            load_h5_weights_by_name(base, weights)
+    else:
+        kw = dict(include_top=False, weights=weights, input_shape=shape)
+        if backbone == "mobilenetv3small":
+            kw["include_preprocessing"] = True
+        try:
+            base = ctor()(**kw)
+        except Exception as e:
+            if "URL fetch failure" in str(e) or "Name or service not known" in str(e):
+                raise ConnectionError(
+                    f"cannot download the ImageNet weights of {backbone}: this machine is offline. Copy "
+                    f"{BACKBONES[backbone][3]} into ~/.keras/models or a folder named by ${WEIGHTS_ENV}, or run "
+                    f"backbone='squeezenet' with its local weights, or weights=None (random features, a control)"
+                ) from None
+            raise
+    feat = base.get_layer(layer or default_layer).output if (layer or default_layer) else base.output
+    inputs = keras.Input(shape)
+    x = keras.layers.Lambda(preprocess(), name="preprocess")(inputs)
+    sub = keras.Model(base.inputs, feat)
+    x = keras.layers.GlobalAveragePooling2D()(sub(x))
+    return keras.Model(inputs, x, name=f"{backbone}_features")
+
+
+def load_h5_weights_by_name(model, path: str) -> int:
+    """Load an old-format Keras .h5 weights file layer by layer, matching names ("/" read as "_");
+    returns the number of layers loaded."""
+    import h5py
+
+    loaded = 0
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
+        by_name = {n.replace("/", "_"): n for n in names}  # "fire2/squeeze1x1" is a nested h5 path
+        for layer in model.layers:
+            if layer.name in by_name and layer.weights:
+                g = group[by_name[layer.name]]
+                names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]]
+                layer.set_weights([np.asarray(g[n]) for n in names])
+                loaded += 1
+    if not loaded:
+        raise ValueError(f"no layer of {model.name} matched a layer name in {path}")
+    return loaded
+
+
+def extract_features(x: np.ndarray, backbone: str = "vgg16", image_size: int = 64, weights="imagenet",
+                     layer: str | None = None, batch_size: int = 128, cache: bool = True,
+                     verbose: int = 1) -> np.ndarray:
+    """Pooled backbone features of uint8 images, batched with a progress bar and cached on disk per
+    (backbone, layer, size, weights, images)."""
+    digest = hashlib.sha1(np.ascontiguousarray(x).data).hexdigest()[:16]
+    tag = "random" if weights is None else Path(str(weights)).stem[:20]
+    path = data_dir() / "cache" / "features" / f"{backbone}-{layer or 'last'}-{image_size}-{tag}-{digest}.npy"
+    if cache and path.is_file():
+        return np.load(path, allow_pickle=False)
+    model = build_backbone(backbone, image_size, weights, layer)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, -1)
+    feats = []
+    t0 = time.perf_counter()
+    for i in range(0, len(x), 2048):  # resize chunk by chunk to keep memory small at large sizes
+        chunk = resize_images(x[i:i + 2048], image_size).astype("float32")
+        feats.append(model.predict(chunk, batch_size=batch_size, verbose=verbose if i == 0 else 0))
+    feats = np.concatenate(feats).astype(np.float32)
+    if verbose:
+        print(f"{backbone} features {feats.shape} in {time.perf_counter() - t0:.1f} s")
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+    return feats
+
+
+@register
+class FeaturesKMeans(Method):
+    """Pretrained backbone features -> PCA (whitened) -> L2 -> KMeans / MiniBatchKMeans / GMM / agglomerative."""
+
+    name = "features-kmeans"
+    defaults = dict(backbone="vgg16", image_size=64, weights="imagenet", layer=None, pca_dim=50, whiten=True,
+                    l2=True, algorithm="kmeans", n_init=10, cache=True, verbose=0)
+
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **{**self.defaults, **params})
+        p = self.params
+        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
+                                          p["n_init"], seed)
+        self.timings_ = {}
+
+    def features(self, x):
+        p = self.params
+        t0 = time.perf_counter()
+        f = extract_features(x, p["backbone"], p["image_size"], p["weights"], p["layer"], cache=p["cache"],
+                             verbose=p["verbose"])
+        self.timings_["extraction"] = self.timings_.get("extraction", 0) + time.perf_counter() - t0
+        return f
+
+    def fit(self, x, y=None):
+        f = self.features(x)
+        t0 = time.perf_counter()
+        self.clusterer.fit(f)
+        self.timings_["pca+clustering"] = time.perf_counter() - t0
+        self.labels_ = self.clusterer.labels_
+        return self
+
+    def predict(self, x):
+        return self.clusterer.predict(self.features(x))
