@@ -82,8 +82,16 @@ def run_all(dataset: str = "synthetic-signs", profile=None, seed: int = 0, out=N
     """Every registered method on one dataset (the README's 'run it' command)."""
     from .methods import available
 
-    results = [run(m, dataset, profile=profile, seed=seed, verbose=False, **kw) for m in available()]
-    print_table(results)
+    results = []
+    for m in available():
+        try:
+            results.append(run(m, dataset, profile=profile, seed=seed, verbose=False, **kw))
+        except (ConnectionError, FileNotFoundError, OSError) as e:  # e.g. pretrained weights offline
+            results.append({"method": m, "dataset": dataset, "error": f"{type(e).__name__}: {e}"})
+    print_table([r for r in results if "error" not in r])
+    for r in results:
+        if "error" in r:
+            print(f"SKIPPED {r['method']}: {r['error']}")
     if out:
         write_json(out, results)
     return results

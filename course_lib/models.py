@@ -80,3 +80,26 @@ def squeezenet(input_shape, name: str = "squeezenet") -> keras.Model:
     for fire_id, s, e in ((6, 48, 192), (7, 48, 192), (8, 64, 256), (9, 64, 256)):
         x = _fire(x, fire_id, s, e)
     return keras.Model(inputs, x, name=name)
+
+
+class SobelFilter(layers.Layer):
+    """DeepCluster's fixed pre-layer: RGB -> greyscale (1x1 conv), then two fixed 3x3 Sobel filters (x, y).
+
+    Removes colour (a trivial cue for clustering) and keeps edges. Not trainable. Input in [0, 255].
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+
+    def call(self, x):
+        from keras import ops
+
+        x = ops.cast(x, "float32") / 255.0
+        if x.shape[-1] == 3:
+            x = ops.sum(x * ops.convert_to_tensor([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+        gx = ops.convert_to_tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
+        kernel = ops.stack([gx, ops.transpose(gx)], axis=-1)[:, :, None, :]  # 3 x 3 x 1 x 2
+        return ops.conv(x, kernel, padding="same")
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2)

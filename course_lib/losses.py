@@ -1,0 +1,69 @@
+"""The clustering and self-supervised losses, in keras.ops (TensorFlow, JAX and PyTorch backends).
+
+- `iic_loss`: Invariant Information Clustering (Ji et al. 2019), minus the mutual information I(z, z').
+- `scan_loss`: SCAN's clustering loss (Van Gansbeke et al. 2020): neighbours agree + entropy of the mean.
+- `nt_xent_loss`: SimCLR's normalised temperature-scaled cross-entropy (Chen et al. 2020).
+"""
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+EPS = 1e-8
+
+
+def joint_distribution(p1, p2):
+    """P (C x C): the batch-averaged outer product of two views' cluster probabilities, symmetrised."""
+    p = ops.matmul(ops.transpose(p1), p2)  # sum_i p1_i p2_i^T
+    p = (p + ops.transpose(p)) / 2.0
+    return p / ops.sum(p)
+
+
+def iic_loss(p1, p2, lamb: float = 1.0, eps: float = EPS):
+    """-I(z, z') for cluster probabilities p1, p2 (N x C) of two views of the same N images.
+
+    Exactly the paper's objective: P = sym(p1^T p2)/sum, clamped at eps,
+    loss = -sum_ij P_ij (log P_ij - lamb log P_i - lamb log P_j). lamb > 1 rewards balanced clusters more.
+    Perfectly dependent, balanced views give -log C; independent views give 0.
+    """
+    p = joint_distribution(p1, p2)
+    p = ops.maximum(p, eps)
+    pi = ops.sum(p, axis=1, keepdims=True)
+    pj = ops.sum(p, axis=0, keepdims=True)
+    return -ops.sum(p * (ops.log(p) - lamb * ops.log(pi) - lamb * ops.log(pj)))
+
+
+def entropy(p, axis=-1):
+    """Shannon entropy (nats) of probabilities along axis."""
+    return -ops.sum(p * ops.log(ops.maximum(p, EPS)), axis=axis)
+
+
+def scan_loss(anchor_probs, neighbour_probs, entropy_weight: float = 5.0):
+    """SCAN: -mean log <p(x), p(n)> - entropy_weight * H(mean_x p(x)).
+
+    Returns (total, consistency, entropy). The entropy term keeps clusters from collapsing: its maximum is
+    log C, so with many clusters (43) its weight must stay large enough against the consistency term.
+    """
+    dot = ops.sum(anchor_probs * neighbour_probs, axis=-1)
+    consistency = -ops.mean(ops.log(ops.maximum(dot, EPS)))
+    ent = entropy(ops.mean(anchor_probs, axis=0))
+    return consistency - entropy_weight * ent, consistency, ent
+
+
+def nt_xent_loss(z1, z2, temperature: float = 0.1):
+    """SimCLR's NT-Xent for a batch of N pairs (z1[i], z2[i]): each view must pick its partner among the
+    other 2N - 1 views by cosine similarity / temperature."""
+    z = ops.concatenate([z1, z2], axis=0)
+    z = z / ops.maximum(ops.norm(z, axis=1, keepdims=True), EPS)
+    n = ops.shape(z1)[0]
+    logits = ops.matmul(z, ops.transpose(z)) / temperature
+    logits = logits - 1e9 * ops.eye(2 * n, dtype=logits.dtype)  # a view is not its own partner
+    targets = ops.concatenate([ops.arange(n, 2 * n), ops.arange(0, n)], axis=0)
+    ce = ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    return ops.mean(ce)
+
+
+def max_mutual_information(n_clusters: int) -> float:
+    """log C: the largest possible I(z, z') for C clusters (reached by balanced, perfectly agreeing views)."""
+    return math.log(n_clusters)
