@@ -68,6 +68,11 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
         "backend": info.backend, "device": info.device, "machine": _machine(), "versions": runtime.versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if hasattr(est, "predict_steps"):  # multi-step methods (SCAN): the score after each step
+        result["steps"] = {step: {k: v for k, v in metrics.evaluate(ev.y, lab).items() if k in ("acc", "nmi", "ari")}
+                           for step, lab in est.predict_steps(ev.x).items()}
+    if getattr(est, "log_", None):
+        result["log"] = json.loads(json.dumps(est.log_, default=float))
     if scores["largest_cluster"] > max(0.5, 3 * scores["largest_class"]) and not cls.predicts_labels:
         result["warning"] = (f"collapse: one cluster holds {scores['largest_cluster']:.0%} of the images "
                              f"(largest class {scores['largest_class']:.0%})")

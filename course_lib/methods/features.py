@@ -109,13 +109,30 @@ def resolve_weights(backbone: str, weights: str | None) -> str | None:
     return "imagenet"
 
 
-def build_backbone(backbone: str, image_size: int, weights: str | None = "imagenet", layer: str | None = None):
-    """A model from images in [0, 255] to globally average-pooled features of `layer` (default: the last)."""
+def pretrained_available(backbone: str) -> bool:
+    """True when real ImageNet weights for `backbone` can be had: a local file, or a download (online)."""
+    try:
+        w = resolve_weights(backbone, "imagenet")
+    except FileNotFoundError:
+        return False
+    if w != "imagenet":
+        return True
+    from ..download import is_online
+
+    return is_online("storage.googleapis.com")
+
+
+def build_backbone(backbone: str, image_size: int, weights: str | None = "imagenet", layer: str | None = None,
+                   preprocess: bool = True):
+    """A model from images in [0, 255] to globally average-pooled features of `layer` (default: the last).
+
+    preprocess=False skips the backbone's own `preprocess_input` (seed 000's mistake, kept to show its cost).
+    """
     import keras
 
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}: choose one of {sorted(BACKBONES)}")
-    ctor, preprocess, default_layer, _ = BACKBONES[backbone]
+    ctor, preprocess_fn, default_layer, _ = BACKBONES[backbone]
     weights = resolve_weights(backbone, weights)
     shape = (image_size, image_size, 3)
     if backbone == "squeezenet":
@@ -140,7 +157,7 @@ def build_backbone(backbone: str, image_size: int, weights: str | None = "imagen
             raise
     feat = base.get_layer(layer or default_layer).output if (layer or default_layer) else base.output
     inputs = keras.Input(shape)
-    x = keras.layers.Lambda(preprocess(), name="preprocess")(inputs)
+    x = keras.layers.Lambda(preprocess_fn(), name="preprocess")(inputs) if preprocess else inputs
     sub = keras.Model(base.inputs, feat)
     x = keras.layers.GlobalAveragePooling2D()(sub(x))
     return keras.Model(inputs, x, name=f"{backbone}_features")
@@ -169,15 +186,15 @@ def load_h5_weights_by_name(model, path: str) -> int:
 
 def extract_features(x: np.ndarray, backbone: str = "vgg16", image_size: int = 64, weights="imagenet",
                      layer: str | None = None, batch_size: int = 128, cache: bool = True,
-                     verbose: int = 1) -> np.ndarray:
+                     verbose: int = 1, preprocess: bool = True) -> np.ndarray:
     """Pooled backbone features of uint8 images, batched with a progress bar and cached on disk per
     (backbone, layer, size, weights, images)."""
     digest = hashlib.sha1(np.ascontiguousarray(x).data).hexdigest()[:16]
     tag = "random" if weights is None else Path(str(weights)).stem[:20]
-    path = data_dir() / "cache" / "features" / f"{backbone}-{layer or 'last'}-{image_size}-{tag}-{digest}.npy"
+    path = data_dir() / "cache" / "features" / f"{backbone}-{layer or 'last'}-{image_size}-{tag}{'' if preprocess else '-raw'}-{digest}.npy"
     if cache and path.is_file():
         return np.load(path, allow_pickle=False)
-    model = build_backbone(backbone, image_size, weights, layer)
+    model = build_backbone(backbone, image_size, weights, layer, preprocess)
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, -1)
     feats = []
@@ -201,8 +218,8 @@ class FeaturesKMeans(Method):
     """Pretrained backbone features -> PCA (whitened) -> L2 -> KMeans / MiniBatchKMeans / GMM / agglomerative."""
 
     name = "features-kmeans"
-    defaults = dict(backbone="vgg16", image_size=64, weights="imagenet", layer=None, pca_dim=50, whiten=True,
-                    l2=True, algorithm="kmeans", n_init=10, cache=True, verbose=0)
+    defaults = dict(backbone="vgg16", image_size=64, weights="imagenet", layer=None, preprocess=True, pca_dim=50,
+                    whiten=True, l2=True, algorithm="kmeans", n_init=10, cache=True, verbose=0)
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
@@ -215,7 +232,7 @@ class FeaturesKMeans(Method):
         p = self.params
         t0 = time.perf_counter()
         f = extract_features(x, p["backbone"], p["image_size"], p["weights"], p["layer"], cache=p["cache"],
-                             verbose=p["verbose"])
+                             verbose=p["verbose"], preprocess=p["preprocess"])
         self.timings_["extraction"] = self.timings_.get("extraction", 0) + time.perf_counter() - t0
         return f
 

@@ -1,0 +1,371 @@
+"""SCAN: Semantic Clustering by Adopting Nearest neighbours (Van Gansbeke et al. 2020), in three steps.
+
+1. Pretext: learn features without labels — SimCLR (NT-Xent on two strong views), RotNet (predict the
+   rotation 0/90/180/270) or, as a classical control, HOG.
+2. Mining: the K nearest neighbours of every image in those features.
+3. Clustering: a network trained with the SCAN loss  -log<p(x), p(n)> - w H(mean p)  on (image, neighbour)
+   pairs, several heads, the head with the lowest loss kept (no labels involved);
+   then self-labeling: confident predictions (max p > threshold) become pseudo-labels for a CNN trained
+   with cross-entropy on strongly augmented views, class-balanced, while the confident set grows.
+
+Each step's output is cached in `cache_dir` (when given), so a run resumes after the last finished step.
+On a CPU (quick/standard) the clustering step trains an MLP on the frozen pretext features; the full
+profile trains the whole CNN end to end on augmented images, as the paper does.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import augment, losses, models, training
+from ..clustering import FeatureClusterer, FeaturePipeline, nearest_neighbours
+from . import Method, register
+
+
+# ---------------------------------------------------------------- step 1: pretext tasks
+def _keras():
+    import keras
+
+    return keras
+
+
+def view_batches(x, batch_size: int, augmenter, seed: int = 0, partner_index=None):
+    """Batches ((aug(x_i), aug(x_j)),) for two-view losses: j = i (SimCLR) or a mined neighbour of i (SCAN).
+
+    partner_index: an N-vector of partners (re-drawn by the caller each epoch); None for two views of i.
+    """
+    import tensorflow as tf
+
+    partner = np.arange(len(x)) if partner_index is None else np.asarray(partner_index)
+    order = np.random.default_rng(seed).permutation(len(x))
+    ds = tf.data.Dataset.from_tensor_slices((order, partner[order]))
+    ds = ds.batch(batch_size, drop_remainder=len(x) >= batch_size)
+    xs = tf.constant(x)
+
+    def views(i, j):
+        a, b = tf.gather(xs, i), tf.gather(xs, j)
+        return ((augmenter(tf.cast(a, "float32"), training=True), augmenter(tf.cast(b, "float32"), training=True)),)
+
+    return ds.map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def simclr_model(backbone, proj_dim: int = 128, temperature: float = 0.1):
+    """backbone + 2-layer projection head trained with NT-Xent (keras.io pattern: override compute_loss)."""
+    keras = _keras()
+
+    class SimCLR(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+            self.projector = keras.Sequential([keras.layers.Dense(256, activation="relu"),
+                                               keras.layers.Dense(proj_dim)])
+
+        def call(self, inputs, training=False):
+            v1, v2 = inputs
+            return (self.projector(self.backbone(v1, training=training)),
+                    self.projector(self.backbone(v2, training=training)))
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            return losses.nt_xent_loss(y_pred[0], y_pred[1], temperature)
+
+    return SimCLR()
+
+
+def train_simclr(x, epochs: int, batch_size: int, width: int, lr: float, temperature: float, seed: int,
+                 colour: bool, verbose: int = 0):
+    """SimCLR pretext: returns (backbone, history)."""
+    keras = _keras()
+    backbone = models.small_cnn_backbone(x.shape[1:], width=width)
+    model = simclr_model(backbone, temperature=temperature)
+    model.compile(keras.optimizers.Adam(lr))
+    aug = augment.strong_augmenter(colour=colour, seed=seed)
+    hist = {"loss": [], "seconds": []}
+    for epoch in range(epochs):  # a fresh pairing order every epoch
+        t0 = time.perf_counter()
+        h = model.fit(view_batches(x, batch_size, aug, seed + epoch), epochs=1, verbose=verbose)
+        hist["loss"].append(float(h.history["loss"][-1]))
+        hist["seconds"].append(time.perf_counter() - t0)
+    return backbone, hist
+
+
+def train_rotnet(x, epochs: int, batch_size: int, width: int, lr: float, seed: int, verbose: int = 0):
+    """RotNet pretext (Gidaris et al. 2018): classify which of 0/90/180/270 degrees an image was rotated."""
+    keras = _keras()
+    backbone = models.small_cnn_backbone(x.shape[1:], width=width)
+    clf = models.classifier(backbone, 4, dropout=0.0, name="rotnet")
+    clf.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(seed)
+    hist = {"loss": [], "accuracy": [], "seconds": []}
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        r = rng.integers(0, 4, len(x))  # one random rotation per image per epoch keeps an epoch at N images
+        xr = np.stack([np.rot90(img, k) for img, k in zip(x, r)]).astype("float32")
+        h = clf.fit(xr, r, batch_size=batch_size, epochs=1, verbose=verbose, shuffle=True)
+        hist["loss"].append(float(h.history["loss"][-1]))
+        hist["accuracy"].append(float(h.history["accuracy"][-1]))
+        hist["seconds"].append(time.perf_counter() - t0)
+    return backbone, hist
+
+
+def embed(backbone, x, batch_size: int = 512) -> np.ndarray:
+    return np.asarray(backbone.predict(x.astype("float32"), batch_size=batch_size, verbose=0), np.float32)
+
+
+# ---------------------------------------------------------------- step 2: mining
+def mine_neighbours(features: np.ndarray, k: int = 20) -> np.ndarray:
+    """The k nearest neighbours (cosine) of every sample, nearest first (N x k indices)."""
+    return nearest_neighbours(features, k, metric="cosine")
+
+
+def neighbour_label_agreement(neighbours: np.ndarray, y, groups=None) -> dict:
+    """Share of mined neighbours with the same true label (display only), and the same share among
+    neighbours from other groups (GTSRB tracks: same-track frames are near-duplicates)."""
+    y = np.asarray(y)
+    same = y[neighbours] == y[:, None]
+    out = {"neighbour_acc": float(same.mean())}
+    if groups is not None:
+        other = np.asarray(groups)[neighbours] != np.asarray(groups)[:, None]
+        out["same_group_share"] = float(1 - other.mean())
+        out["neighbour_acc_other_groups"] = float(same[other].mean()) if other.any() else float("nan")
+    return out
+
+
+# ---------------------------------------------------------------- step 3: SCAN loss
+def clustering_model(encoder, n_clusters: int, n_heads: int, entropy_weight: float):
+    """encoder + n_heads softmax heads trained with the SCAN loss summed over heads."""
+    keras = _keras()
+    from keras import ops
+
+    class SCANModel(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.heads = [keras.layers.Dense(n_clusters, activation="softmax", dtype="float32", name=f"head{h}")
+                          for h in range(n_heads)]
+
+        def probs(self, x, training=False):
+            h = self.encoder(x, training=training)
+            return ops.stack([head(h) for head in self.heads], axis=0)  # heads x N x C
+
+        def call(self, inputs, training=False):
+            anchors, neighbours = inputs
+            return self.probs(anchors, training), self.probs(neighbours, training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            pa, pn = y_pred
+            return sum(losses.scan_loss(pa[h], pn[h], entropy_weight)[0] for h in range(n_heads))
+
+    return SCANModel()
+
+
+def feature_encoder(dim_in: int, hidden: int = 512, noise: float = 0.1):
+    """MLP on frozen pretext features; Gaussian noise + dropout stand in for image augmentation."""
+    keras = _keras()
+    return keras.Sequential([keras.Input((dim_in,)), keras.layers.GaussianNoise(noise), keras.layers.Dropout(0.1),
+                             keras.layers.Dense(hidden, use_bias=False), keras.layers.BatchNormalization(),
+                             keras.layers.ReLU()], name="feature_encoder")
+
+
+def scan_head_losses(probs: np.ndarray, neighbours: np.ndarray, entropy_weight: float) -> np.ndarray:
+    """SCAN loss of each head (heads x N x C probabilities) over all (sample, neighbour) pairs, in NumPy."""
+    out = []
+    for p in probs:
+        dots = np.einsum("nc,nkc->nk", p, p[neighbours])
+        cons = -np.log(np.maximum(dots, losses.EPS)).mean()
+        mean = p.mean(0)
+        out.append(cons + entropy_weight * float((mean * np.log(np.maximum(mean, losses.EPS))).sum()))
+    return np.asarray(out)
+
+
+# ---------------------------------------------------------------- the method
+@register
+class SCAN(Method):
+    """pretext ('simclr' | 'rotnet' | 'hog') -> mine K neighbours -> SCAN loss -> self-labeling."""
+
+    name = "scan"
+    defaults = dict(pretext="simclr", pretext_epochs=20, width=32, batch_size=256, lr=1e-3, temperature=0.1,
+                    n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30, end_to_end=False,
+                    threshold=0.99, selflabel_rounds=5, selflabel_epochs=2, cache_dir=None, verbose=0)
+    presets = {
+        "quick": dict(pretext_epochs=5, scan_epochs=20, selflabel_rounds=2, selflabel_epochs=2),
+        "standard": dict(pretext_epochs=8, scan_epochs=40, selflabel_rounds=5, selflabel_epochs=2),
+        "full": dict(pretext_epochs=200, scan_epochs=100, end_to_end=True, selflabel_rounds=20,
+                     selflabel_epochs=5, width=64, batch_size=512),
+    }
+
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **{**self.defaults, **params})
+        if self.params["pretext"] not in ("simclr", "rotnet", "hog"):
+            raise ValueError(f"pretext must be 'simclr', 'rotnet' or 'hog', got {self.params['pretext']!r}")
+        self.log_ = {}
+
+    # ---- helpers
+    def _say(self, msg):
+        if self.params["verbose"]:
+            print(msg, flush=True)
+
+    def _cache(self, x, step: str, keys: tuple) -> Path | None:
+        """cache_dir/<step>-<hash of the step's settings, the seed and the images>, or None."""
+        if not self.params["cache_dir"]:
+            return None
+        cfg = json.dumps({k: self.params[k] for k in keys}, sort_keys=True) + f"|{self.seed}|{x.shape}"
+        digest = hashlib.sha1(cfg.encode() + np.ascontiguousarray(x).data).hexdigest()[:12]
+        Path(self.params["cache_dir"]).mkdir(parents=True, exist_ok=True)
+        return Path(self.params["cache_dir"]) / f"{step}-{digest}"
+
+    # ---- steps
+    def pretext(self, x):
+        """Step 1: the pretext features of x (N x d) and, for CNN pretexts, the trained backbone."""
+        p = self.params
+        cache = self._cache(x, "pretext", ("pretext", "pretext_epochs", "width", "batch_size", "lr", "temperature"))
+        t0 = time.perf_counter()
+        if p["pretext"] == "hog":
+            from .features import hog_features
+
+            self.backbone_ = None
+            f = hog_features(x, border=2 if x.shape[1] >= 28 else 0)
+            self.pipeline_ = FeaturePipeline(64, whiten=True, l2=True, seed=self.seed).fit(f)
+            self.pretext_features_ = self.pipeline_.transform(f)
+        else:
+            self.backbone_ = models.small_cnn_backbone(x.shape[1:], width=p["width"])
+            if cache is not None and cache.with_suffix(".weights.h5").is_file():
+                self.backbone_.load_weights(cache.with_suffix(".weights.h5"))
+                self._say("pretext: loaded from cache")
+            else:
+                if p["pretext"] == "simclr":
+                    bb, hist = train_simclr(x, p["pretext_epochs"], p["batch_size"], p["width"], p["lr"],
+                                            p["temperature"], self.seed, colour=x.shape[-1] == 3,
+                                            verbose=p["verbose"])
+                else:
+                    bb, hist = train_rotnet(x, p["pretext_epochs"], p["batch_size"], p["width"], p["lr"],
+                                            self.seed, verbose=p["verbose"])
+                self.backbone_.set_weights(bb.get_weights())
+                self.log_["pretext_history"] = hist
+                if cache is not None:
+                    self.backbone_.save_weights(cache.with_suffix(".weights.h5"))
+            f = embed(self.backbone_, x)
+            self.pipeline_ = FeaturePipeline(None, whiten=False, l2=True).fit(f)
+            self.pretext_features_ = self.pipeline_.transform(f)
+        self.log_["pretext_seconds"] = time.perf_counter() - t0
+        return self.pretext_features_
+
+    def features(self, x):
+        """Pretext features of new images (for pretext + KMeans and for predicting with the SCAN head)."""
+        if self.params["pretext"] == "hog":
+            from .features import hog_features
+
+            return self.pipeline_.transform(hog_features(x, border=2 if x.shape[1] >= 28 else 0))
+        return self.pipeline_.transform(embed(self.backbone_, x))
+
+    def cluster(self, x, feats, neighbours):
+        """Step 3: train the clustering heads with the SCAN loss; keep the head of lowest loss."""
+        keras = _keras()
+        p = self.params
+        t0 = time.perf_counter()
+        if p["end_to_end"] and self.backbone_ is not None:
+            encoder, inputs, aug = self.backbone_, x, augment.strong_augmenter(colour=x.shape[-1] == 3,
+                                                                            seed=self.seed)
+        else:
+            encoder, inputs, aug = feature_encoder(feats.shape[1]), feats, None
+        self.scan_model_ = clustering_model(encoder, self.n_clusters, p["n_heads"], p["entropy_weight"])
+        self.scan_model_.compile(keras.optimizers.Adam(1e-4 if aug is not None else 1e-3))
+        rng = np.random.default_rng(self.seed)
+        hist = []
+        for epoch in range(p["scan_epochs"]):  # each epoch pairs every sample with one random neighbour
+            partner = neighbours[np.arange(len(inputs)), rng.integers(0, neighbours.shape[1], len(inputs))]
+            if aug is not None:
+                data = view_batches(inputs, p["batch_size"], aug, self.seed + epoch, partner)
+                h = self.scan_model_.fit(data, epochs=1, verbose=0)
+            else:
+                order = rng.permutation(len(inputs))
+                h = self.scan_model_.fit((inputs[order], inputs[partner[order]]), None,
+                                         batch_size=p["batch_size"], epochs=1, verbose=0, shuffle=False)
+            hist.append(float(h.history["loss"][-1]))
+        probs = self._scan_probs(inputs)
+        head_losses = scan_head_losses(probs, neighbours, p["entropy_weight"])
+        self.best_head_ = int(np.argmin(head_losses))
+        self.log_.update(scan_history=hist, scan_head_losses=head_losses.tolist(), best_head=self.best_head_,
+                         scan_seconds=time.perf_counter() - t0)
+        self._say(f"SCAN: head losses {np.round(head_losses, 3)}, kept head {self.best_head_}")
+        return probs[self.best_head_]
+
+    def _scan_probs(self, inputs):
+        from keras import ops
+
+        out = [ops.convert_to_numpy(self.scan_model_.probs(inputs[i:i + 2048])) for i in range(0, len(inputs), 2048)]
+        return np.concatenate(out, axis=1)
+
+    def self_label(self, x, probs):
+        """Step 4: train a CNN on confident pseudo-labels (strong augmentation, class-balanced) while the
+        confident set grows. Returns the final probabilities on x, or None when nothing was confident."""
+        keras = _keras()
+        p = self.params
+        t0 = time.perf_counter()
+        counts = []
+        self.classifier_ = None
+        for rnd in range(p["selflabel_rounds"]):
+            conf = probs.max(1) >= p["threshold"]
+            counts.append(int(conf.sum()))
+            if rnd > 0 and counts[-1] <= counts[-2]:
+                self._say(f"self-label: confident set stopped growing ({counts[-1]}), stop")
+                break
+            if conf.sum() < self.n_clusters:
+                msg = (f"self-labeling skipped: only {int(conf.sum())} of {len(x)} samples have confidence >= "
+                       f"{p['threshold']}; lower `threshold` (e.g. 0.9) or train the SCAN step longer")
+                warnings.warn(msg, stacklevel=2)
+                self.log_["selflabel_warning"] = msg
+                break
+            labels = probs.argmax(1)
+            if self.classifier_ is None:
+                backbone = models.small_cnn_backbone(x.shape[1:], width=p["width"])
+                if self.backbone_ is not None:
+                    backbone.set_weights(self.backbone_.get_weights())
+                self.classifier_ = models.classifier(backbone, self.n_clusters, dropout=0.3, name="selflabel")
+                self.classifier_.compile(keras.optimizers.Adam(p["lr"]), "sparse_categorical_crossentropy")
+            freq = np.bincount(labels[conf], minlength=self.n_clusters).astype(float)
+            weights = {c: (conf.sum() / (self.n_clusters * f)) if f else 0.0 for c, f in enumerate(freq)}
+            data = training.augmented_batches(x[conf].astype("float32"), labels[conf], p["batch_size"],
+                                              augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + rnd),
+                                              seed=self.seed + rnd)
+            self.classifier_.fit(data, epochs=p["selflabel_epochs"], class_weight=weights, verbose=0)
+            probs = self.classifier_.predict(x.astype("float32"), batch_size=512, verbose=0)
+            self._say(f"self-label round {rnd}: {counts[-1]} confident")
+        self.log_.update(selflabel_confident=counts, selflabel_seconds=time.perf_counter() - t0)
+        return probs if self.classifier_ is not None else None
+
+    # ---- estimator API
+    def fit(self, x, y=None):
+        p = self.params
+        feats = self.pretext(x)
+        self.kmeans_ = FeatureClusterer(self.n_clusters, None, False, False, "kmeans", 10, self.seed).fit(feats)
+        t0 = time.perf_counter()
+        self.neighbours_ = mine_neighbours(feats, p["n_neighbours"])
+        self.log_["mining_seconds"] = time.perf_counter() - t0
+        probs = self.cluster(x, feats, self.neighbours_)
+        self.self_label(x, probs)
+        return self
+
+    def _head_input(self, x):
+        return x if (self.params["end_to_end"] and self.backbone_ is not None) else self.features(x)
+
+    def predict_steps(self, x) -> dict:
+        """Cluster labels of x after each step: pretext + KMeans, SCAN, self-labeling."""
+        feats = self.features(x)
+        out = {"pretext+kmeans": self.kmeans_.predict(feats),
+               "scan": self._scan_probs(self._head_input(x))[self.best_head_].argmax(1)}
+        if self.classifier_ is not None:
+            out["selflabel"] = self.predict_proba(x).argmax(1)
+        return out
+
+    def predict_proba(self, x):
+        if self.classifier_ is not None:
+            return self.classifier_.predict(x.astype("float32"), batch_size=512, verbose=0)
+        return self._scan_probs(self._head_input(x))[self.best_head_]
+
+    def predict(self, x):
+        return self.predict_proba(x).argmax(1).astype(np.int64)

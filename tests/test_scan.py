@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from course_lib import benchmark, data
+from course_lib.methods import scan
+
+
+def test_mined_neighbours_of_a_duplicated_image_include_its_duplicate():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(200, 32)).astype("float32")
+    f[150] = f[7]  # a duplicate
+    nb = scan.mine_neighbours(f, k=5)
+    assert nb.shape == (200, 5) and nb[7, 0] == 150 and nb[150, 0] == 7
+    assert not (nb == np.arange(200)[:, None]).any()  # never its own neighbour
+
+
+def test_neighbour_agreement_with_and_without_groups():
+    y = np.array([0, 0, 1, 1])
+    groups = np.array([0, 0, 1, 2])
+    nb = np.array([[1], [0], [3], [2]])
+    a = scan.neighbour_label_agreement(nb, y, groups)
+    assert a["neighbour_acc"] == 1.0 and a["same_group_share"] == 0.5 and a["neighbour_acc_other_groups"] == 1.0
+
+
+def test_scan_head_losses_prefer_the_head_that_agrees_with_neighbours():
+    nb = np.array([[1], [0], [3], [2]])
+    good = np.eye(2)[[0, 0, 1, 1]]
+    bad = np.eye(2)[[0, 1, 0, 1]] * 0.98 + 0.01
+    assert np.argmin(scan.scan_head_losses(np.stack([bad, good]), nb, 1.0)) == 1
+
+
+def test_no_confident_sample_is_said_not_crashed():
+    est = scan.SCAN(3, threshold=0.99, selflabel_rounds=2)
+    est.backbone_ = None
+    x = np.zeros((30, 8, 8, 1), np.uint8)
+    with pytest.warns(UserWarning, match="lower `threshold`"):
+        assert est.self_label(x, np.full((30, 3), 1 / 3)) is None
+    assert "selflabel_warning" in est.log_
+
+
+def test_scan_on_real_digits_learns_and_reports_every_step():
+    r = benchmark.run("scan", "digits", profile="quick", verbose=False,
+                      options={"pretext": "hog", "scan_epochs": 15, "selflabel_rounds": 1, "threshold": 0.9})
+    assert set(r["steps"]) == {"pretext+kmeans", "scan", "selflabel"}
+    assert r["steps"]["scan"]["acc"] > 0.6 and r["acc"] > 0.6  # chance is 0.1
+    assert len(r["log"]["scan_head_losses"]) == 5 and r["log"]["best_head"] == int(np.argmin(r["log"]["scan_head_losses"]))
+
+
+@pytest.mark.parametrize("pretext", ["simclr", "rotnet"])
+def test_cnn_pretexts_train_and_feed_the_mining(pretext, tmp_path):
+    ds = data.load_dataset("digits", "train", max_images=400)
+    est = scan.SCAN(10, pretext=pretext, pretext_epochs=1, batch_size=64, width=8, cache_dir=str(tmp_path))
+    f = est.pretext(ds.x)
+    assert f.shape == (400, 64) and np.allclose(np.linalg.norm(f, axis=1), 1, atol=1e-4)
+    assert len(est.log_["pretext_history"]["loss"]) == 1
+    again = scan.SCAN(10, pretext=pretext, pretext_epochs=1, batch_size=64, width=8, cache_dir=str(tmp_path))
+    np.testing.assert_allclose(again.pretext(ds.x), f, atol=1e-5)  # resumed from the cached step
+    assert "pretext_history" not in again.log_
