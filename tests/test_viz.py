@@ -123,3 +123,8 @@ def test_cluster_size_bars_sorted_with_classes():
     assert len(ax.lines) == 1  # the class-size step line
     assert "57%" in ax.get_title()
     _renders(fig)
+
+
+def test_figures_draw_themselves_in_jupyter():
+    png = viz.class_histogram(np.array([0, 1, 1]))._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
