@@ -1,0 +1,478 @@
+"""IIC: Invariant Information Clustering (Ji, Henriques and Vedaldi, ICCV 2019), in Keras 3.
+
+A network maps an image x and a perturbed copy x' to cluster probabilities z, z' (softmax over K) and is
+trained to maximise their mutual information I(z, z') (`losses.iic_loss`): the clusters must survive the
+perturbations (agreement) and be used evenly (the H(z) inside I). As in the official code (xu-ji/IIC):
+
+- two heads on one trunk: head B with K = number of classes (the answer) and head A over-clustering
+  (several times K, it only shapes the trunk), each with several sub-heads (independent softmax layers);
+- heads trained in alternation, one epoch each (`heads="alternate"`, B first), or on the summed loss;
+- every image repeated r times in a batch, each copy perturbed differently (crops/scale, small rotations,
+  colour jitter), all paired with the same 'original' view; batches of many images per cluster;
+- Sobel input for colour images (`models.SobelFilter`): colour alone is an easy, useless way to agree;
+- the reported sub-head is the one with the LOWEST IIC LOSS ON THE TRAINING DATA: chosen without labels.
+
+The training model (`IICModel`) overrides `compute_loss`, so `model.fit` trains it with callbacks,
+progress bars and `BackupAndRestore` checkpoints; the perturbed copies are made in a tf.data pipeline
+(`iic_batches`). `IICMonitor` records, per epoch, the cluster sizes, the entropy of the mean prediction,
+a collapse check (`collapse_warning`) and, for display only, ACC on labelled images it is given.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .. import losses, metrics, training
+from ..models import SobelFilter
+from . import Method, register
+
+HEADS = ("A", "B")  # order of IICModel.head_weights: A = over-clustering, B = main (K clusters)
+
+
+# ---------------------------------------------------------------- perturbations
+def iic_views(input_shape, input_size: int = 24, crop: float = 0.72, view_scale=(0.57, 0.86),
+              rotation: float = 25.0, jitter: float = 0.4, seed: int = 0):
+    """(original view, perturbed view, evaluation view): three Keras preprocessing pipelines, [0, 255] in/out.
+
+    - evaluation: the centre `crop` (fraction of the side) resized to `input_size`;
+    - original (x): the same crop, shifted at random within the margin (the paper's random/centre crop);
+    - perturbed (x'): rotation up to +-`rotation` degrees, a crop of `view_scale` of the side at a random
+      place, resized to `input_size`, then brightness/contrast (and saturation/hue for colour) jitter.
+    No horizontal flips: traffic-sign classes come in mirror pairs (33/34, 36/37, 38/39).
+    """
+    h = input_shape[0]
+    side = max(8, round(h * crop))
+    margin = (1 - crop) / 2
+    resize = [layers.Resizing(input_size, input_size)] if side != input_size else []
+    evaluation = keras.Sequential([layers.CenterCrop(side, side), *resize], name="eval_view")
+    original = keras.Sequential([
+        layers.RandomTranslation(margin, margin, fill_mode="nearest", seed=seed),
+        layers.CenterCrop(side, side), *resize], name="original_view")
+    lo, hi = view_scale
+    perturbed = [
+        layers.RandomRotation(rotation / 360.0, fill_mode="nearest", seed=seed + 1),
+        layers.RandomZoom((lo - 1.0, hi - 1.0), fill_mode="nearest", seed=seed + 2),  # zoom in: a crop
+        layers.RandomTranslation((1 - hi) / 2, (1 - hi) / 2, fill_mode="nearest", seed=seed + 3),
+        layers.Resizing(input_size, input_size),
+    ]
+    if jitter:
+        if input_shape[-1] == 3:
+            perturbed.append(layers.RandomColorJitter(
+                value_range=(0, 255), brightness_factor=jitter / 2, contrast_factor=jitter,
+                saturation_factor=(0.5 - jitter / 2, 0.5 + jitter / 2), hue_factor=jitter / 4, seed=seed + 4))
+        else:
+            perturbed += [layers.RandomBrightness(jitter / 2, value_range=(0, 255), seed=seed + 4),
+                          layers.RandomContrast(jitter, value_range=(0, 255), seed=seed + 5)]
+    return original, keras.Sequential(perturbed, name="perturbed_view"), evaluation
+
+
+class _PairBatches(keras.utils.PyDataset):
+    """The same batches as `iic_batches`, without TensorFlow (JAX / PyTorch-only machines)."""
+
+    def __init__(self, x, n, copies, original, perturbed, seed):
+        super().__init__()
+        self.x, self.n, self.copies, self.original, self.perturbed = x, n, copies, original, perturbed
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self):
+        return len(self.x) // self.n
+
+    def __getitem__(self, i):
+        b = self.x[self.order[i * self.n:(i + 1) * self.n]].astype("float32")
+        orig = keras.ops.convert_to_numpy(self.original(b, training=True))
+        views = keras.ops.convert_to_numpy(self.perturbed(np.concatenate([b] * self.copies), training=True))
+        return ((orig, views),)
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.x))
+
+
+def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: int = 0, shuffle: bool = True):
+    """Batches ((x, x'),) for fit: x = original views of `batch_images` images (n), x' = `copies` (r)
+    perturbed copies of each, stacked copy by copy (n * r images; copy j of image i at j * n + i).
+
+    With TensorFlow a tf.data pipeline: the perturbations run on its threads beside the training step.
+    The last incomplete batch is dropped (a small batch estimates P badly); reshuffled every epoch.
+    """
+    n = min(batch_images, len(x))
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return _PairBatches(x, n, copies, original, perturbed, seed)
+
+    def make_pairs(b):
+        b = tf.cast(b, "float32")
+        return ((original(b, training=True), perturbed(tf.tile(b, [copies, 1, 1, 1]), training=True)),)
+
+    ds = tf.data.Dataset.from_tensor_slices(x)
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(n, drop_remainder=True).map(make_pairs, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------- networks
+def iic_trunk(input_shape, width: int = 32, sobel=False, pool: str = "gap", name: str = "iic_trunk"):
+    """The kit's small 4-block CNN (`models.small_cnn_backbone`), with IIC's input options.
+
+    sobel: False (pixels / 255), True (greyscale Sobel x, y: the paper's choice for colour images) or
+    "rgb" (pixels and Sobel channels, the paper's `include_rgb`). pool: "gap" (global average pooling) or
+    "flatten" (the official ClusterNet's flattened last map: keeps where things are).
+    """
+    inputs = keras.Input(input_shape)
+    if sobel == "rgb":
+        x = layers.Concatenate()([layers.Rescaling(1 / 255.0)(inputs), SobelFilter()(inputs)])
+    elif sobel:
+        x = SobelFilter()(inputs)
+    else:
+        x = layers.Rescaling(1 / 255.0)(inputs)
+    for i, mult in enumerate((1, 2, 4, 8)):
+        x = layers.Conv2D(width * mult, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        x = layers.ReLU()(x)
+        if i < 3:
+            x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x) if pool == "gap" else layers.Flatten()(x)
+    return keras.Model(inputs, x, name=name)
+
+
+class IICModel(keras.Model):
+    """Trunk + head A (over-clustering, k_over clusters) + head B (k clusters), `sub_heads` softmax layers each.
+
+    fit() takes ((x, x'),) batches from `iic_batches`; compute_loss averages `losses.iic_loss` over the
+    sub-heads of each head and weighs the heads by `head_weights` (A, B): (0, 1) / (1, 0) when the heads
+    alternate (set each epoch by `AlternateHeads`), (1, 1) for the summed loss. On plain images (predict)
+    the model returns head B's probabilities, N x sub_heads x k, after the evaluation view.
+    """
+
+    def __init__(self, trunk, eval_view, n_clusters: int, n_over: int = 0, sub_heads: int = 5,
+                 lamb: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.trunk, self.eval_view = trunk, eval_view
+        self.n_clusters, self.n_over, self.sub_heads, self.lamb = n_clusters, n_over, sub_heads, lamb
+        self.head_b = layers.Dense(sub_heads * n_clusters, dtype="float32", name="head_B")
+        self.head_a = layers.Dense(sub_heads * n_over, dtype="float32", name="head_A") if n_over else None
+        for head in (self.head_b, self.head_a):  # build now: fit must not create variables while tracing
+            if head is not None:
+                head.build((None, trunk.output_shape[-1]))
+        self.head_weights = self.add_weight(shape=(2,), initializer="ones", trainable=False, name="head_weights")
+        self.loss_a_tracker = keras.metrics.Mean(name="loss_A")
+        self.loss_b_trackers = [keras.metrics.Mean(name=f"loss_B{s}") for s in range(sub_heads)]
+
+    def _probs(self, head, features, k):
+        logits = ops.reshape(head(features), (-1, self.sub_heads, k))
+        return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+
+    def call(self, inputs, training=False):
+        if not isinstance(inputs, (tuple, list)):  # plain images: head B after the evaluation view
+            return self._probs(self.head_b, self.trunk(self.eval_view(inputs), training=training), self.n_clusters)
+        orig, views = inputs
+        f_orig = self.trunk(orig, training=training)
+        f_views = self.trunk(views, training=training)
+        copies = ops.shape(f_views)[0] // ops.shape(f_orig)[0]
+        # the r copies of an image are paired with the same original: repeat its features r times
+        f_orig = ops.tile(f_orig, (copies, 1))
+        out = {"B": (self._probs(self.head_b, f_orig, self.n_clusters),
+                     self._probs(self.head_b, f_views, self.n_clusters))}
+        if self.head_a is not None:
+            out["A"] = (self._probs(self.head_a, f_orig, self.n_over), self._probs(self.head_a, f_views, self.n_over))
+        return out
+
+    def sub_head_losses(self, y_pred, head: str = "B"):
+        """IIC loss of each sub-head of `head` on one batch of pairs (a list of scalars)."""
+        p1, p2 = y_pred[head]
+        return [losses.iic_loss(p1[:, s], p2[:, s], self.lamb) for s in range(self.sub_heads)]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss_b = self.sub_head_losses(y_pred, "B")
+        for tracker, value in zip(self.loss_b_trackers, loss_b):
+            tracker.update_state(value)
+        total = self.head_weights[1] * ops.mean(ops.stack(loss_b))
+        if self.head_a is not None:
+            loss_a = ops.mean(ops.stack(self.sub_head_losses(y_pred, "A")))
+            self.loss_a_tracker.update_state(loss_a)
+            total = total + self.head_weights[0] * loss_a
+        return total
+
+
+class AlternateHeads(keras.callbacks.Callback):
+    """Train one head per epoch, cycling through `schedule` (e.g. "BA": head B, then head A, ...)."""
+
+    def __init__(self, schedule: str = "BA"):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs=None):
+        head = self.schedule[epoch % len(self.schedule)]
+        self.model.head_weights.assign(np.array([head == "A", head == "B"], "float32"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["head"] = float(HEADS.index(self.schedule[epoch % len(self.schedule)]))
+
+
+# ---------------------------------------------------------------- monitoring without labels
+def collapse_warning(sizes, max_share: float = 0.5, min_used: float = 0.5, context: str = "") -> str | None:
+    """A message when a clustering has collapsed, else None. Needs no labels.
+
+    Collapsed: one cluster holds at least `max_share` of the images, or fewer than `min_used` of the
+    clusters are used. The message says what to try.
+    """
+    sizes = np.asarray(sizes, dtype=np.float64)
+    k, n = len(sizes), sizes.sum()
+    if n == 0:
+        return None
+    share, used = sizes.max() / n, int((sizes > 0).sum())
+    if share < max_share and used >= min_used * k:
+        return None
+    return (f"IIC collapse{context}: cluster {int(sizes.argmax())} holds {share:.0%} of the images and only "
+            f"{used}/{k} clusters are used. Try: a larger batch (at least ~10 images per cluster: "
+            f"batch_images x copies >= {10 * k}), the over-clustering head (overcluster=3..5), more perturbed "
+            "copies per image (copies=5), stronger perturbations (crops, colour jitter; Sobel for colour "
+            "images), lamb > 1 (rewards balanced clusters), a lower learning rate.")
+
+
+def mean_entropy(p) -> float:
+    """Entropy of the mean prediction, as a fraction of log K (1: all clusters used equally)."""
+    mean = np.asarray(p, np.float64).mean(axis=0)
+    return float(-(mean * np.log(np.maximum(mean, 1e-12))).sum() / math.log(len(mean)))
+
+
+class IICMonitor(keras.callbacks.Callback):
+    """Per epoch, on `x` (training images): head B's cluster sizes, entropy of its mean prediction and a
+    collapse check, for the sub-head with the lowest training loss that epoch; with labels `y`, ACC for
+    DISPLAY only (the labels never reach the loss). Adds `entropy`, `largest_cluster`, `clusters_used`,
+    `sub_head` (and `display_acc`) to the history; `sizes_` keeps the sizes per epoch."""
+
+    def __init__(self, x, y=None, max_share: float = 0.5):
+        super().__init__()
+        self.x, self.y, self.max_share = x, y, max_share
+        self.sizes_: list[np.ndarray] = []
+        self.warnings_: list[str] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        probs = self.model.predict(self.x, batch_size=512, verbose=0)  # N x sub_heads x k
+        sub_losses = [logs.get(f"loss_B{s}") for s in range(probs.shape[1])]
+        s = int(np.nanargmin([np.nan if v is None else v for v in sub_losses])) if None not in sub_losses else 0
+        p = probs[:, s]
+        sizes = np.bincount(p.argmax(1), minlength=p.shape[1])
+        self.sizes_.append(sizes)
+        logs.update(sub_head=float(s), entropy=mean_entropy(p), largest_cluster=float(sizes.max() / len(p)),
+                    clusters_used=float((sizes > 0).sum()))
+        if self.y is not None:
+            logs["display_acc"] = metrics.hungarian_accuracy(self.y, p.argmax(1))
+        message = collapse_warning(sizes, self.max_share, context=f" after epoch {epoch + 1}")
+        if message:
+            self.warnings_.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+def select_sub_head(sub_head_losses) -> int:
+    """The sub-head to report: the lowest IIC loss on the training data (no labels involved)."""
+    return int(np.argmin(np.asarray(sub_head_losses, dtype=np.float64)))
+
+
+def evaluate_sub_heads(model: IICModel, batches, max_batches: int | None = None) -> np.ndarray:
+    """Mean IIC loss of each head-B sub-head over (perturbed) training batches, in inference mode."""
+    totals, count = np.zeros(model.sub_heads), 0
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        inputs = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 1 else batch
+        y_pred = model(inputs, training=False)
+        totals += np.array([float(keras.ops.convert_to_numpy(v)) for v in model.sub_head_losses(y_pred, "B")])
+        count += 1
+    if count == 0:
+        raise ValueError("no training batch to choose a sub-head on: fewer images than batch_images?")
+    return totals / count
+
+
+# ---------------------------------------------------------------- throughput
+class _ViewsInModel(IICModel):
+    """IICModel that makes the perturbed copies itself (inside the train step), to compare with tf.data."""
+
+    def __init__(self, *args, original=None, perturbed=None, copies=5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.original, self.perturbed, self.copies = original, perturbed, copies
+
+    def call(self, inputs, training=False):
+        if training and not isinstance(inputs, (tuple, list)):
+            inputs = (self.original(inputs, training=True),
+                      self.perturbed(ops.tile(inputs, (self.copies, 1, 1, 1)), training=True))
+        return super().call(inputs, training=training)
+
+
+def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> dict:
+    """Training speed of IIC against plain `fit` of the same trunk (+ a softmax layer, cross-entropy on
+    random labels, in-memory batches of the same size, no augmentation): images through the trunk per
+    second, wall clock and per CPU-second (the CPU may be shared), best of `repeats` runs of `steps`
+    steps after a warm-up. Also IIC with the copies made inside the model instead of by tf.data.
+    """
+    x = np.asarray(x)
+    n, r = min(method.batch_images(), len(x)), method.params["copies"]
+    per_step = n * (1 + r)
+    x = x[:n * max(1, min(steps, len(x) // n))]
+    steps = len(x) // n
+
+    def timed(model, data, **kw):
+        model.fit(data, epochs=1, verbose=0, steps_per_epoch=1, **kw)  # trace + warm up
+        best_wall = best_cpu = float("inf")
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            model.fit(data, epochs=1, verbose=0, steps_per_epoch=steps, **kw)
+            best_wall, best_cpu = min(best_wall, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+        return steps * per_step / best_wall, steps * per_step / best_cpu
+
+    def repeat(ds):
+        return ds.repeat() if hasattr(ds, "repeat") else ds
+
+    out = {"batch_images": n, "copies": r, "trunk_images_per_step": per_step}
+    iic = method.build(x.shape[1:])
+    iic.compile(optimizer="adam")
+    out["iic_img_s"], out["iic_img_cpu_s"] = timed(iic, repeat(method.batches(x)), shuffle=False)
+
+    size = method.params["input_size"]
+    plain = keras.Sequential([iic_trunk((size, size, x.shape[-1]), method.params["width"],
+                                        method.uses_sobel(x.shape[1:]), method.params["pool"]),
+                              layers.Dense(method.n_clusters, activation="softmax")], name="plain")
+    plain.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    _, _, evaluation = method.views(x.shape[1:])
+    xv = np.concatenate([keras.ops.convert_to_numpy(evaluation(x.astype("float32")))] * (1 + r))
+    yv = np.random.default_rng(0).integers(0, method.n_clusters, len(xv))
+    t_fit = {}
+    for _ in range(repeats + 1):  # first: warm-up
+        t, c = time.perf_counter(), time.process_time()
+        plain.fit(xv, yv, batch_size=per_step, epochs=1, verbose=0, shuffle=False)
+        t_fit = {"w": min(t_fit.get("w", 1e9), time.perf_counter() - t), "c": min(t_fit.get("c", 1e9), time.process_time() - c)}
+    out["plain_img_s"], out["plain_img_cpu_s"] = len(xv) / t_fit["w"], len(xv) / t_fit["c"]
+
+    original, perturbed, _ = method.views(x.shape[1:])
+    inside = _ViewsInModel(iic.trunk, iic.eval_view, method.n_clusters, iic.n_over, iic.sub_heads, iic.lamb,
+                           original=original, perturbed=perturbed, copies=r, name="iic_views_in_model")
+    inside.compile(optimizer="adam")
+    try:
+        import tensorflow as tf
+
+        raw = tf.data.Dataset.from_tensor_slices(x.astype("float32")).batch(n, drop_remainder=True).repeat()
+        out["in_model_img_s"], out["in_model_img_cpu_s"] = timed(inside, raw, shuffle=False)
+    except ImportError:
+        pass
+    out["ratio"] = out["iic_img_s"] / out["plain_img_s"]
+    out["ratio_cpu"] = out["iic_img_cpu_s"] / out["plain_img_cpu_s"]
+    return out
+
+
+# ---------------------------------------------------------------- the method
+@register
+class IIC(Method):
+    """Invariant Information Clustering: a CNN trained to give an image and its perturbed copies the same
+    cluster, maximising their mutual information (`losses.iic_loss`). No labels, no k-means.
+
+    Head B has `n_clusters` outputs, head A `overcluster` times more (0: no head A); `sub_heads` of each.
+    The reported sub-head is chosen WITHOUT labels: the lowest IIC loss on the training data
+    (`sub_head_losses_`, `sub_head_`). Batches hold `batch_images` images x `copies` perturbed copies
+    (None: enough for ~30 pairs per cluster of head B). `sobel=None` uses Sobel input for colour images.
+
+    fit(x, y=None, validation=None): `y` is ignored; `validation=(x_val, y_val)` only feeds the per-epoch
+    display ACC of the monitor. After fit: model_, history_ (losses, entropy, cluster sizes, display ACC),
+    monitor_.sizes_ (cluster sizes per epoch), sub_head_, sub_head_losses_, timings_, images_per_second_.
+    """
+
+    name = "iic"
+    defaults = dict(overcluster=5, sub_heads=5, copies=5, batch_images=None, lamb=1.0, heads="alternate",
+                    head_schedule="BA", input_size=24, crop=0.72, view_scale=(0.57, 0.86), rotation=25.0,
+                    jitter=0.4, sobel=None, width=32, pool="gap", epochs=10, learning_rate=1e-3,
+                    select_images=10000, monitor_images=2000, checkpoint_dir=None, verbose=0)
+    presets = {
+        "quick": dict(epochs=6),
+        "standard": dict(epochs=10),
+        "full": dict(epochs=100, width=64, pool="flatten"),
+    }
+
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **{**self.defaults, **params})
+        self.timings_: dict[str, float] = {}
+
+    # -- pieces, public so that a notebook can show them one by one
+    def batch_images(self) -> int:
+        p = self.params
+        if p["batch_images"]:
+            return int(p["batch_images"])
+        return max(128, math.ceil(30 * self.n_clusters / p["copies"]))
+
+    def uses_sobel(self, input_shape):
+        return (input_shape[-1] == 3) if self.params["sobel"] is None else self.params["sobel"]
+
+    def views(self, input_shape):
+        p = self.params
+        return iic_views(input_shape, p["input_size"], p["crop"], tuple(p["view_scale"]), p["rotation"],
+                         p["jitter"], self.seed)
+
+    def build(self, input_shape) -> IICModel:
+        p = self.params
+        _, _, evaluation = self.views(input_shape)
+        size = p["input_size"]
+        trunk = iic_trunk((size, size, input_shape[-1]), p["width"], self.uses_sobel(input_shape), p["pool"])
+        n_over = int(round(p["overcluster"] * self.n_clusters)) if p["overcluster"] else 0
+        model = IICModel(trunk, evaluation, self.n_clusters, n_over, p["sub_heads"], p["lamb"], name="iic")
+        model(np.zeros((1, *input_shape), "float32"))  # build the weights
+        return model
+
+    def batches(self, x, shuffle: bool = True):
+        original, perturbed, _ = self.views(x.shape[1:])
+        return iic_batches(x, self.batch_images(), self.params["copies"], original, perturbed, self.seed, shuffle)
+
+    # -- scikit-learn shape
+    def fit(self, x, y=None, validation=None):
+        p = self.params
+        x = np.asarray(x)
+        rng = np.random.default_rng(self.seed)
+        self.model_ = self.build(x.shape[1:])
+        n = min(self.batch_images(), len(x))
+        steps = p["epochs"] * (len(x) // n)
+        lr = keras.optimizers.schedules.CosineDecay(p["learning_rate"], decay_steps=max(1, steps), alpha=0.1)
+        self.model_.compile(optimizer=keras.optimizers.Adam(lr))
+        monitor_idx = rng.choice(len(x), min(p["monitor_images"], len(x)), replace=False)
+        x_val, y_val = validation if validation is not None else (x[monitor_idx], None)
+        self.monitor_ = IICMonitor(np.asarray(x_val), None if y_val is None else np.asarray(y_val))
+        callbacks = [self.monitor_]
+        if p["heads"] == "alternate" and self.model_.head_a is not None:
+            callbacks.insert(0, AlternateHeads(p["head_schedule"]))
+        elif p["heads"] not in ("alternate", "sum"):
+            raise ValueError(f"heads must be 'alternate' or 'sum', got {p['heads']!r}")
+        t0 = time.perf_counter()
+        hist = self.model_.fit(self.batches(x), epochs=p["epochs"], verbose=p["verbose"], shuffle=False,
+                               callbacks=self._callbacks(callbacks))
+        self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        self.timings_["training"] = time.perf_counter() - t0
+        per_epoch = (len(x) // n) * n * (1 + p["copies"])  # images through the trunk in one epoch
+        self.images_per_second_ = per_epoch / float(np.median(self.history_["seconds"]))
+        t0 = time.perf_counter()
+        n_select = max(1, min(len(x), p["select_images"]) // n)
+        self.sub_head_losses_ = evaluate_sub_heads(self.model_, self.batches(x[rng.permutation(len(x))]), n_select)
+        self.sub_head_ = select_sub_head(self.sub_head_losses_)
+        self.timings_["sub-head selection"] = time.perf_counter() - t0
+        return self
+
+    def _callbacks(self, extra):
+        cbs = [training.NaNGuard(), training.EpochTimer(), *extra]
+        if self.params["checkpoint_dir"]:
+            cbs.append(keras.callbacks.BackupAndRestore(str(self.params["checkpoint_dir"]), delete_checkpoint=False))
+        return cbs
+
+    def predict_heads(self, x) -> np.ndarray:
+        """Head B's probabilities for every sub-head: N x sub_heads x K."""
+        return self.model_.predict(np.asarray(x).astype("float32"), batch_size=512, verbose=0)
+
+    def predict_proba(self, x) -> np.ndarray:
+        return self.predict_heads(x)[:, self.sub_head_]
+
+    def predict(self, x) -> np.ndarray:
+        return self.predict_proba(x).argmax(1).astype(np.int64)

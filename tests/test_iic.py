@@ -1,0 +1,101 @@
+"""IIC: the training model lowers the IIC loss on real digits and ends above chance; the collapse
+detector fires on a collapsed assignment; the reported sub-head is the one with the lowest loss."""
+import warnings
+
+import numpy as np
+import pytest
+
+from course_lib import data, losses, metrics, runtime
+from course_lib.methods import get_method
+from course_lib.methods.iic import (IIC, IICMonitor, collapse_warning, evaluate_sub_heads, mean_entropy,
+                                    select_sub_head)
+
+SMALL = dict(width=16, input_size=16, batch_images=128, copies=3, sub_heads=3, overcluster=3, heads="sum",
+             learning_rate=3e-3, epochs=8, select_images=512, monitor_images=256)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """IIC fitted on scikit-learn's real handwritten digits (1,437 training images), labels for display only."""
+    runtime.seed_everything(0)
+    ds = data.load_dataset("digits", "train")
+    method = IIC(ds.n_classes, seed=0, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # early epochs may look collapsed
+        method.fit(ds.x, validation=(ds.x[:500], ds.y[:500]))
+    return method, ds
+
+
+def test_registered():
+    assert get_method("iic") is IIC
+    quick = IIC.for_profile(10, runtime.get_profile("quick"))
+    assert quick.params["sub_heads"] >= 2 and quick.params["overcluster"] > 1 and quick.params["copies"] > 1
+
+
+def test_batches_pair_each_image_with_its_copies():
+    x = np.random.default_rng(0).integers(0, 255, (40, 28, 28, 1), dtype=np.uint8)
+    method = IIC(10, batch_images=16, copies=3, input_size=24)
+    (orig, views), = next(iter(method.batches(x)))
+    assert tuple(orig.shape) == (16, 24, 24, 1) and tuple(views.shape) == (48, 24, 24, 1)
+    assert IIC(43, copies=5).batch_images() * 5 >= 10 * 43  # >= ~10 pairs per cluster by default
+
+
+def test_loss_is_the_mean_of_the_sub_heads_iic_losses():
+    method = IIC(10, width=8, input_size=16, sub_heads=2, overcluster=2, copies=2, batch_images=8)
+    model = method.build((16, 16, 1))
+    x = np.random.default_rng(0).integers(0, 255, (16, 16, 16, 1), dtype=np.uint8)
+    batch, = next(iter(method.batches(x)))
+    y_pred = model(batch, training=False)
+    b = [float(v) for v in model.sub_head_losses(y_pred, "B")]
+    a = [float(v) for v in model.sub_head_losses(y_pred, "A")]
+    p1, p2 = y_pred["B"]
+    assert b[1] == pytest.approx(float(losses.iic_loss(p1[:, 1], p2[:, 1])), abs=1e-6)
+    model.head_weights.assign(np.array([0.0, 1.0], "float32"))  # head B's epoch
+    assert float(model.compute_loss(y_pred=y_pred)) == pytest.approx(np.mean(b), abs=1e-5)
+    model.head_weights.assign(np.array([1.0, 0.0], "float32"))  # head A's epoch
+    assert float(model.compute_loss(y_pred=y_pred)) == pytest.approx(np.mean(a), abs=1e-5)
+
+
+def test_training_lowers_the_loss_and_beats_chance_on_digits(fitted):
+    method, ds = fitted
+    loss = method.history_["loss"]
+    assert loss[-1] < loss[0] - 0.3, loss  # -I(z, z') falls: the views agree more and more
+    assert all(k in method.history_ for k in ("entropy", "largest_cluster", "display_acc", "loss_A", "loss_B0"))
+    test = data.load_dataset("digits", "test")
+    acc = metrics.hungarian_accuracy(test.y, method.predict(test.x))
+    assert acc > 0.3, acc  # chance: ~0.1
+    assert len(method.monitor_.sizes_) == SMALL["epochs"]
+
+
+def test_sub_head_is_chosen_by_the_lowest_training_loss(fitted):
+    method, ds = fitted
+    assert select_sub_head([-0.4, -2.1, -1.9]) == 1
+    assert method.sub_head_ == int(np.argmin(method.sub_head_losses_))
+    np.testing.assert_allclose(method.predict_proba(ds.x[:50]), method.predict_heads(ds.x[:50])[:, method.sub_head_])
+    again = evaluate_sub_heads(method.model_, method.batches(ds.x, shuffle=False), max_batches=3)
+    assert again.shape == (SMALL["sub_heads"],) and np.all(np.isfinite(again))
+
+
+def test_collapse_detector_fires_on_a_collapsed_assignment():
+    message = collapse_warning(np.bincount(np.r_[np.zeros(950, int), np.arange(50) % 43], minlength=43))
+    assert message and "collapse" in message and "batch" in message and "overcluster" in message
+    assert collapse_warning(np.bincount(np.arange(1000) % 43)) is None  # balanced: quiet
+    assert collapse_warning(np.r_[np.full(5, 100), np.zeros(38)]) is not None  # 5 of 43 clusters used
+    assert mean_entropy(np.eye(4)[[0] * 10]) == pytest.approx(0.0, abs=1e-6)
+    assert mean_entropy(np.full((10, 4), 0.25)) == pytest.approx(1.0)
+
+
+def test_monitor_warns_when_every_image_lands_in_one_cluster():
+    class Collapsed:  # stands in for a model whose head B puts everything in cluster 0
+        def predict(self, x, **kw):
+            p = np.zeros((len(x), 2, 10), "float32")
+            p[:, :, 0] = 1.0
+            return p
+
+    monitor = IICMonitor(np.zeros((30, 8, 8, 1)), y=np.arange(30) % 10)
+    monitor.set_model(Collapsed())
+    logs = {"loss_B0": -0.1, "loss_B1": -0.2}
+    with pytest.warns(RuntimeWarning, match="collapse"):
+        monitor.on_epoch_end(0, logs)
+    assert logs["largest_cluster"] == 1.0 and logs["clusters_used"] == 1 and logs["sub_head"] == 1
+    assert logs["display_acc"] == pytest.approx(0.1)
