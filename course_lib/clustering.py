@@ -100,3 +100,153 @@ class FeatureClusterer:
 
     def fit_predict(self, f: np.ndarray) -> np.ndarray:
         return self.fit(f).labels_
+
+
+# ---------------------------------------------------------------- nearest neighbours
+def nearest_neighbours(features: np.ndarray, k: int, metric: str = "cosine", groups=None,
+                       chunk_size: int = 2048) -> np.ndarray:
+    """Indices (N x k) of each row's k nearest other rows, nearest first; a row is never its own neighbour.
+
+    metric 'cosine' or 'euclidean': exact, by matrix products on float32 in chunks of rows (a 40,000 x 128
+    set takes seconds). groups: rows sharing a group id (e.g. GTSRB track ids) are not neighbours of each
+    other. Other metrics go through scikit-learn's NearestNeighbors (no groups).
+    """
+    f = np.asarray(features, np.float32)
+    n = len(f)
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] for {n} rows, got {k}")
+    if metric not in ("cosine", "euclidean"):
+        if groups is not None:
+            raise ValueError(f"groups are supported for 'cosine' and 'euclidean' only, not {metric!r}")
+        from sklearn.neighbors import NearestNeighbors
+
+        idx = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(f).kneighbors(f, return_distance=False)
+        return _drop_self(idx, k)
+    if metric == "cosine":
+        f = normalize(f).astype(np.float32)
+        sq = np.zeros(n, np.float32)
+    else:
+        sq = (f ** 2).sum(1)
+    groups = None if groups is None else np.asarray(groups)
+    out = np.empty((n, k), np.int64)
+    sample = np.sort(np.random.default_rng(0).choice(n, min(n, max(16 * k, 2048)), replace=False))
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        # similarity = -squared distance up to a per-row constant: 2 a.b - |b|^2 (cosine: a.b)
+        sim = f[start:stop] @ f.T
+        if metric == "euclidean":
+            sim = 2 * sim - sq[None, :]
+        rows = np.arange(stop - start)
+        sim[rows, start + rows] = -np.inf
+        if groups is not None:
+            sim[groups[start:stop, None] == groups[None, :]] = -np.inf
+        out[start:stop] = _top_k_columns(sim, k, sample)
+    return out
+
+
+def _top_k_columns(sim: np.ndarray, k: int, sample: np.ndarray) -> np.ndarray:
+    """Column indices of each row's k largest values, largest first (ties: lower column first).
+
+    Faster than argpartition over every column: each row's k-th largest value among a sample of columns is
+    a lower bound of its true k-th largest, so only the few values above it need sorting.
+    """
+    n_rows, n_cols = sim.shape
+    m = len(sample)
+    thr = np.partition(sim[:, sample], m - k, axis=1)[:, m - k] if m < n_cols else np.full(n_rows, -np.inf)
+    mask = sim >= thr[:, None]
+    if mask.sum() > 64 * k * n_rows:  # a poor bound (many masked columns in the sample): plain partition
+        part = np.argpartition(sim, n_cols - k, axis=1)[:, n_cols - k:]
+        order = np.lexsort((part, -np.take_along_axis(sim, part, 1)), axis=1)
+        return np.take_along_axis(part, order, 1)
+    r, c = np.nonzero(mask)
+    order = np.lexsort((-sim[r, c], r))
+    r, c = r[order], c[order]
+    first = np.searchsorted(r, np.arange(n_rows))
+    return c[first[:, None] + np.arange(k)]
+
+
+def _drop_self(idx: np.ndarray, k: int) -> np.ndarray:
+    """Remove each row's own index from k+1 neighbours (it may not come first when duplicates tie)."""
+    own = idx == np.arange(len(idx))[:, None]
+    own[~own.any(1), -1] = True  # self not among them (many exact ties): drop the farthest instead
+    return idx[~own].reshape(len(idx), k)
+
+
+# ---------------------------------------------------------------- seed 004: K-means as a one-layer network
+class KMeansNetwork:
+    """K-means as a one-layer network trained by winner-take-all (competitive learning), as in seed 004.
+
+    The layer has one neuron a cluster, weights W (d x k). For an input x the winner is the neuron nearest
+    to x: argmin_j |x - w_j|^2 = argmax_j (w_j . x - |w_j|^2 / 2), a linear layer with weights W and bias
+    -|w_j|^2 / 2. Seed 004's argmax of W^T x alone is the nearest neuron only when every w_j has the same
+    length (and x is normalised too, it is then the cosine winner); otherwise a long weight vector wins
+    inputs that are far from it and swallows the data.
+    Only the winner learns: w_j <- w_j + eta_j (x - w_j), on mini-batches (the mean of the batch's inputs
+    that neuron won). learning_rate=None uses eta_j = (inputs won in this batch) / (inputs won so far),
+    which makes w_j the running mean of its inputs (MacQueen's online k-means, Sculley's mini-batch
+    k-means); a number gives a fixed rate that decays linearly to 0 over the epochs.
+    """
+
+    def __init__(self, n_clusters: int, epochs: int = 10, learning_rate: float | None = None,
+                 batch_size: int = 256, seed: int = 0, init: str = "k-means++"):
+        self.n_clusters, self.epochs, self.learning_rate = n_clusters, epochs, learning_rate
+        self.batch_size, self.seed, self.init = batch_size, seed, init
+
+    def _init_weights(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.init == "k-means++":
+            from sklearn.cluster import kmeans_plusplus
+
+            centres, _ = kmeans_plusplus(x, self.n_clusters, random_state=self.seed)
+            return centres.T.copy()
+        if self.init == "random":  # k random samples
+            return x[rng.choice(len(x), self.n_clusters, replace=False)].T.copy()
+        raise ValueError(f"init must be 'k-means++' or 'random', got {self.init!r}")
+
+    def activations(self, x: np.ndarray) -> np.ndarray:
+        """The layer's outputs W^T x - |w|^2 / 2 (N x k): the winner is their argmax."""
+        w = self.weights_
+        return np.asarray(x, np.float32) @ w - 0.5 * (w ** 2).sum(0)
+
+    def fit(self, x: np.ndarray) -> "KMeansNetwork":
+        x = np.asarray(x, np.float32)
+        check_k(self.n_clusters, len(x))
+        rng = np.random.default_rng(self.seed)
+        self.weights_ = self._init_weights(x, rng).astype(np.float32)  # d x k
+        counts = np.zeros(self.n_clusters)
+        steps = self.epochs * -(-len(x) // self.batch_size)
+        step = 0
+        self.inertia_history_ = []
+        for _ in range(self.epochs):
+            order = rng.permutation(len(x))
+            for start in range(0, len(x), self.batch_size):
+                xb = x[order[start:start + self.batch_size]]
+                win = self.activations(xb).argmax(1)
+                n_won = np.bincount(win, minlength=self.n_clusters)
+                sums = np.zeros_like(self.weights_.T)
+                np.add.at(sums, win, xb)
+                active = n_won > 0
+                counts += n_won
+                if self.learning_rate is None:
+                    eta = n_won[active] / counts[active]
+                else:
+                    eta = np.full(active.sum(), self.learning_rate * (1 - step / steps))
+                means = sums[active] / n_won[active, None]
+                self.weights_[:, active] += (eta[:, None] * (means - self.weights_[:, active].T)).T
+                step += 1
+            self.inertia_history_.append(self.score_inertia(x))
+        self.cluster_centers_ = self.weights_.T.copy()
+        self.labels_ = self.predict(x)
+        self.inertia_ = self.inertia_history_[-1]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.activations(x).argmax(1).astype(np.int64)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).labels_
+
+    def score_inertia(self, x: np.ndarray) -> float:
+        """Sum of squared distances of the rows of x to their nearest neuron (K-means' objective)."""
+        x = np.asarray(x, np.float32)
+        d = (x ** 2).sum(1) - 2 * self.activations(x).max(1)
+        return float(np.maximum(d, 0).sum())

@@ -125,3 +125,17 @@ def evaluate(y_true, y_pred, proba=None, predicts_labels: bool = False) -> dict:
         mapping = {i: i for i in range(proba.shape[1])} if predicts_labels else None
         out["top5"] = top_k_accuracy(y_true, proba, 5, mapping) if proba.shape[1] > 5 else 1.0
     return out
+
+
+def neighbour_accuracy(features, y, k: int = 10, groups=None, metric: str = "cosine") -> float:
+    """Share of each image's k nearest neighbours (cosine, never itself) that have its true label.
+
+    What an embedding offers a neighbour-based method (kNN, SCAN's mining) before any clustering.
+    groups (GTSRB track ids, `ds.groups`): neighbours from the image's own group are skipped. Frames of one
+    track are near-duplicates, so without this the score mostly measures 'same track', not 'same class'.
+    """
+    from .clustering import nearest_neighbours
+
+    y = _as_labels(y)
+    idx = nearest_neighbours(features, k, metric=metric, groups=groups)
+    return float(np.mean(y[idx] == y[:, None]))
