@@ -169,9 +169,7 @@ def load_npz(paths: list[str]) -> Dataset:
     """npz files with `x` (uint8 NHWC) and `y`; several are concatenated. Never unpickles."""
     xs, ys = [], []
     for p in paths:
-        p = Path(p).expanduser()
-        if not p.is_file():
-            raise DatasetError(f"npz file not found: {p}")
+        p = _find_file(p)
         with np.load(p, allow_pickle=False) as f:
             if "x" not in f:
                 raise DatasetError(f"{p} has no array 'x' (arrays: {list(f.keys())}); expected x (uint8 NHWC) and y")
@@ -185,6 +183,17 @@ def load_npz(paths: list[str]) -> Dataset:
     names = GTSRB_CLASS_NAMES if n_classes == 43 else [str(i) for i in range(n_classes)]
     groups = contiguous_tracks(y) if y is not None else None
     return Dataset(x, y, list(names), "npz:" + ",".join(Path(p).name for p in paths), groups)
+
+
+def _find_file(path: str) -> Path:
+    """A relative path is tried from the working directory, then from the kit's root (notebooks run in
+    notebooks/, so '../shared/data/x.npz' written for the root also works there)."""
+    p = Path(path).expanduser()
+    root = Path(__file__).resolve().parents[1]
+    for candidate in (p, root / p):
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(f"npz file not found: {p} (looked in {Path.cwd()} and {root})")
 
 
 def load_synthetic_signs(split: str, n: int, image_size: int = 32, seed: int = 0) -> Dataset:
