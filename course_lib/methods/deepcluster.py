@@ -1,0 +1,325 @@
+"""DeepCluster (Caron, Bojanowski, Joulin, Douze, ECCV 2018; seed 002): alternate KMeans and classification.
+
+Each epoch:
+1. features of every image from the convnet without its top layer (Sobel -> AlexNet-style convnet -> fc);
+2. PCA to `pca_dim` dimensions with whitening, then L2 normalisation (the official `preprocess_features`);
+3. KMeans with k over-clustered (k >> classes); empty clusters are re-seeded by splitting a large one;
+4. a new, freshly initialised top layer (k outputs) on the convnet;
+5. one epoch of cross-entropy on the pseudo-labels, images drawn uniformly over the non-empty clusters
+   (the official `UnifLabelSampler`), through `model.fit`.
+NMI between consecutive epochs' assignments is logged: the paper's stability curve.
+At the end: KMeans with K = n_clusters on the learned features (the kit's ACC / NMI / ARI); the
+over-clustered assignment is kept apart (`overcluster_labels_`, `predict_overclusters`): it can only be
+scored with a many-to-one mapping, which flatters, so it is never called ACC.
+
+With `checkpoint_dir` every finished epoch saves the convnet's weights, the epoch number, the history and
+the last assignment: a killed run restarts from its last finished epoch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import normalized_mutual_info_score
+
+from .. import augment, models, training
+from ..clustering import FeatureClusterer, FeaturePipeline, check_k
+from . import Method, register
+
+
+# ---------------------------------------------------------------- the network
+def alexnet_small(input_shape, widths=(32, 64, 96, 96, 64), kernels=(5, 5, 3, 3, 3), fc: int = 256,
+                  dropout: float = 0.5, sobel: bool = True, name: str = "alexnet_small") -> keras.Model:
+    """AlexNet's five convolutions and two fully connected layers, scaled for 32-64 px images.
+
+    AlexNet on 224 px opens with an 11x11 stride-4 convolution (224 -> 55); on 32 px that would leave an
+    8x8 map after one layer, so here conv1 is 5x5 with stride 1 and every max-pool (3x3, stride 2, as in
+    AlexNet) halves the side: 32 -> 16 -> 8 -> 4. Channels and the fc width are scaled down, every conv is
+    followed by BatchNorm (as in DeepCluster). The output is the second fc layer *before* its ReLU: the
+    features DeepCluster clusters. `sobel` puts the fixed Sobel pre-layer first (greyscale, then x/y edges).
+    """
+    if len(widths) != 5 or len(kernels) != 5:
+        raise ValueError("alexnet_small needs 5 conv widths and 5 kernel sizes")
+    inputs = keras.Input(input_shape)
+    if sobel:
+        x = models.SobelFilter(name="sobel")(inputs)
+    else:
+        x = layers.Rescaling(1 / 255.0)(inputs)
+    for i, (w, k) in enumerate(zip(widths, kernels)):
+        x = layers.Conv2D(w, k, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
+        x = layers.ReLU()(x)
+        if i in (0, 1, 4):
+            x = layers.MaxPooling2D(3, 2, padding="same")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(fc, activation="relu", name="fc1")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(fc, name="fc2")(x)  # no ReLU: the training model adds it before the top layer
+    return keras.Model(inputs, x, name=name)
+
+
+def with_top_layer(features: keras.Model, k: int, seed: int = 0) -> keras.Model:
+    """The convnet + ReLU + a new linear top layer of k outputs (logits), initialised as the official code:
+    weights N(0, 0.01), biases 0. Built anew every epoch: cluster j of one epoch has nothing to do with
+    cluster j of the last."""
+    inputs = keras.Input(features.input_shape[1:])
+    x = layers.ReLU()(features(inputs))
+    top = layers.Dense(k, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01, seed=seed),
+                       bias_initializer="zeros", dtype="float32", name="top_layer")
+    return keras.Model(inputs, top(x), name="deepcluster")
+
+
+# ---------------------------------------------------------------- clustering steps
+def preprocess_features(f: np.ndarray, pca_dim: int = 256, seed: int = 0) -> np.ndarray:
+    """PCA to pca_dim with whitening, then L2 normalisation: the official `preprocess_features`."""
+    return FeaturePipeline(pca_dim, whiten=True, l2=True, seed=seed).fit_transform(np.asarray(f, np.float32))
+
+
+def fill_empty_clusters(z: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Give every empty cluster members by splitting a large cluster in two; returns new labels.
+
+    As faiss' k-means (which the official code runs) does: the cluster to split is drawn with probability
+    proportional to (size - 1). faiss only perturbs the copied centroid and lets the next Lloyd iteration
+    share out the points; here the assignment is final, so the members are split along their main
+    direction (first principal component) at the median, which leaves both halves non-empty.
+    """
+    labels = np.asarray(labels, np.int64).copy()
+    check_k(k, len(labels))
+    rng = np.random.default_rng(seed)
+    sizes = np.bincount(labels, minlength=k)
+    for empty in np.flatnonzero(sizes == 0):
+        weights = np.maximum(sizes - 1, 0).astype(np.float64)
+        big = int(rng.choice(k, p=weights / weights.sum()))
+        members = np.flatnonzero(labels == big)
+        centred = z[members] - z[members].mean(0)
+        direction = np.linalg.svd(centred, full_matrices=False)[2][0] if len(members) > 2 else None
+        proj = centred @ direction if direction is not None else np.arange(len(members), dtype=np.float64)
+        order = np.argsort(proj, kind="stable")
+        moved = members[order[len(members) // 2:]]
+        labels[moved] = empty
+        sizes[big] -= len(moved)
+        sizes[empty] = len(moved)
+    return labels
+
+
+def uniform_cluster_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n image indices drawn equally from every non-empty cluster, shuffled (the official UnifLabelSampler).
+
+    Each cluster gets n // c or n // c + 1 draws (c non-empty clusters), with replacement only when it has
+    fewer members than draws. Without it a few huge clusters dominate the loss and the network learns to
+    put everything in them (the trivial solution the paper warns about).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    clusters = np.unique(labels)
+    per = np.full(len(clusters), n // len(clusters))
+    per[rng.choice(len(clusters), n - per.sum(), replace=False)] += 1
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], clusters)
+    ends = np.r_[starts[1:], len(labels)]
+    out = [rng.choice(order[s:e], m, replace=(e - s) < m) for s, e, m in zip(starts, ends, per)]
+    out = np.concatenate(out)
+    rng.shuffle(out)
+    return out
+
+
+def run_kmeans(z: np.ndarray, k: int, seed: int = 0, algorithm: str = "kmeans", max_iter: int = 20):
+    """KMeans on the preprocessed features; returns (labels without empty clusters, inertia)."""
+    if algorithm == "kmeans":
+        km = KMeans(k, n_init=1, max_iter=max_iter, random_state=seed)
+    elif algorithm == "minibatch":
+        km = MiniBatchKMeans(k, n_init=1, batch_size=4096, max_iter=max_iter, random_state=seed)
+    else:
+        raise ValueError(f"algorithm must be 'kmeans' or 'minibatch', got {algorithm!r}")
+    labels = km.fit_predict(z)
+    return fill_empty_clusters(z, labels, k, seed), float(km.inertia_)
+
+
+# ---------------------------------------------------------------- the method
+@register
+class DeepCluster(Method):
+    """Sobel + small AlexNet trained on its own over-clustered KMeans pseudo-labels, then KMeans (K classes).
+
+    After fit: features_ (the convnet without top layer), history_ (per epoch: nmi_prev, loss, seconds...),
+    labels_ (final K-cluster assignment), overcluster_labels_ (the last over-clustered assignment).
+    """
+
+    name = "deepcluster"
+    defaults = dict(
+        k=None,  # over-clustering: None -> 5 x n_clusters
+        epochs=10, widths=(24, 48, 72, 72, 48), kernels=(5, 5, 3, 3, 3), fc=256, dropout=0.2, sobel=True,
+        pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0,
+        optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128,
+        augment="weak",
+        final_pca_dim=64, final_n_init=10,
+        checkpoint_dir=None, verbose=0,
+    )
+    presets = {
+        "quick": dict(epochs=6, widths=(16, 32, 48, 48, 32), fc=128, pca_dim=32, final_pca_dim=32),
+        "standard": dict(epochs=10),
+        "full": dict(epochs=100, widths=(96, 256, 384, 384, 256), fc=4096, dropout=0.5, pca_dim=256,
+                     optimizer="sgd", learning_rate=0.05, batch_size=256),
+    }
+
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **{**self.defaults, **params})
+        for key in ("widths", "kernels"):  # from the command line these arrive as "32,64,..."
+            if isinstance(self.params[key], str):
+                self.params[key] = tuple(int(v) for v in self.params[key].strip("()").split(","))
+        if self.params["k"] is None:
+            self.params["k"] = 5 * n_clusters
+
+    # -------------------------------------------------------- pieces
+    def build(self, input_shape) -> keras.Model:
+        p = self.params
+        return alexnet_small(input_shape, p["widths"], p["kernels"], p["fc"], p["dropout"], p["sobel"])
+
+    def features(self, x) -> np.ndarray:
+        """fc features (before ReLU) of uint8 images, N x fc float32."""
+        f = self.features_.predict(np.asarray(x), batch_size=512, verbose=0)
+        return np.asarray(f, np.float32)
+
+    def _optimizer(self):
+        p = self.params
+        if p["optimizer"] == "sgd":
+            return keras.optimizers.SGD(p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"])
+        if p["optimizer"] == "adam":
+            return keras.optimizers.Adam(p["learning_rate"], weight_decay=p["weight_decay"] or None)
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {p['optimizer']!r}")
+
+    def _augmenter(self, channels: int):
+        kind = self.params["augment"]
+        if kind in (None, "none"):
+            return None
+        if kind == "weak":
+            return augment.weak_augmenter(seed=self.seed)
+        if kind == "strong":
+            return augment.strong_augmenter(colour=channels == 3, seed=self.seed)
+        raise ValueError(f"augment must be None, 'weak' or 'strong', got {kind!r}")
+
+    def cluster_epoch(self, f: np.ndarray, epoch: int):
+        """Preprocess + KMeans (k over-clustered) for one epoch; a new KMeans seed every epoch, as upstream."""
+        p = self.params
+        z = preprocess_features(f, p["pca_dim"], self.seed)
+        return run_kmeans(z, p["k"], seed=self.seed * 1000 + epoch, algorithm=p["kmeans"],
+                          max_iter=p["kmeans_iter"])
+
+    def train_epoch(self, x, pseudo: np.ndarray, epoch: int) -> dict:
+        """A new top layer, then one epoch of cross-entropy on uniformly sampled pseudo-labels."""
+        p = self.params
+        n = max(p["batch_size"], int(round(p["reassign"] * len(x))))
+        idx = uniform_cluster_sample(pseudo, n, seed=self.seed * 1000 + epoch)
+        # the top layer's ids must be 0..c-1 over the non-empty clusters (all of them after the fix)
+        ids, targets = np.unique(pseudo, return_inverse=True)
+        model = with_top_layer(self.features_, len(ids), seed=self.seed * 1000 + epoch)
+        model.compile(optimizer=self._optimizer(),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        hist = training.fit_resumable(model, x[idx], targets[idx].astype("int32"), epochs=1,
+                                      batch_size=p["batch_size"], verbose=p["verbose"],
+                                      seed=self.seed * 1000 + epoch, augmenter=self._augmenter(x.shape[-1]))
+        return {key: vals[-1] for key, vals in hist.items()}
+
+    # -------------------------------------------------------- checkpoints
+    def _ckpt(self) -> Path | None:
+        d = self.params["checkpoint_dir"]
+        return Path(d) if d else None
+
+    def _save_checkpoint(self, epoch: int, labels: np.ndarray) -> None:
+        d = self._ckpt()
+        if d is None:
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "convnet.tmp.weights.h5"
+        self.features_.save_weights(str(tmp))
+        os.replace(tmp, d / "convnet.weights.h5")
+        np.save(d / "labels.tmp.npy", labels)
+        os.replace(d / "labels.tmp.npy", d / "labels.npy")
+        state = {"epoch": epoch, "history": self.history_, "params": _plain(self.get_params())}
+        with open(d / "state.tmp.json", "w") as fh:
+            json.dump(state, fh, indent=1)
+        os.replace(d / "state.tmp.json", d / "state.json")  # written last: the epoch counts once all is saved
+
+    def _load_checkpoint(self, n_images: int):
+        """(next epoch, previous labels) from checkpoint_dir, or (0, None)."""
+        d = self._ckpt()
+        if d is None or not (d / "state.json").is_file():
+            return 0, None
+        state = json.loads((d / "state.json").read_text())
+        labels = np.load(d / "labels.npy")
+        if len(labels) != n_images:
+            raise ValueError(f"{d} holds a run on {len(labels)} images, not {n_images}: use another "
+                             "checkpoint_dir (or delete it) to start afresh")
+        self.features_.load_weights(str(d / "convnet.weights.h5"))
+        self.history_ = state["history"]
+        return int(state["epoch"]) + 1, labels
+
+    # -------------------------------------------------------- fit / predict
+    def fit(self, x, y=None):
+        p = self.params
+        x = np.asarray(x)
+        check_k(p["k"], len(x))
+        self.features_ = self.build(x.shape[1:])
+        self.history_ = {"epoch": [], "nmi_prev": [], "loss": [], "accuracy": [], "n_clusters": [],
+                         "largest_cluster": [], "kmeans_inertia": [], "seconds": [], "seconds_features": [], "seconds_kmeans": []}
+        start, prev = self._load_checkpoint(len(x))
+        if start and p["verbose"]:
+            print(f"resuming from {self._ckpt()} after epoch {start - 1}")
+        for epoch in range(start, p["epochs"]):
+            t0 = time.perf_counter()
+            f = self.features(x)
+            t1 = time.perf_counter()
+            pseudo, inertia = self.cluster_epoch(f, epoch)
+            nmi = float(normalized_mutual_info_score(prev, pseudo)) if prev is not None else float("nan")
+            t2 = time.perf_counter()
+            logs = self.train_epoch(x, pseudo, epoch)
+            sizes = np.bincount(pseudo, minlength=p["k"])
+            h = self.history_
+            h["epoch"].append(epoch)
+            h["nmi_prev"].append(nmi)
+            h["loss"].append(float(logs.get("loss", float("nan"))))
+            h["accuracy"].append(float(logs.get("accuracy", float("nan"))))
+            h["n_clusters"].append(int((sizes > 0).sum()))
+            h["largest_cluster"].append(float(sizes.max() / len(pseudo)))
+            h["kmeans_inertia"].append(inertia)
+            h["seconds"].append(time.perf_counter() - t0)
+            h["seconds_features"].append(t1 - t0)
+            h["seconds_kmeans"].append(t2 - t1)
+            prev = pseudo
+            self._save_checkpoint(epoch, pseudo)
+            if p["verbose"]:
+                print(f"epoch {epoch + 1}/{p['epochs']}: NMI(t, t-1) {nmi:.3f}  loss {h['loss'][-1]:.3f}  "
+                      f"pseudo-label acc {h['accuracy'][-1]:.3f}  largest cluster {h['largest_cluster'][-1]:.1%}  "
+                      f"{h['seconds'][-1]:.0f} s (features {t1 - t0:.0f}, kmeans {t2 - t1:.0f})", flush=True)
+        self.pseudo_labels_ = prev  # the last epoch's training targets
+        t0 = time.perf_counter()
+        f = self.features(x)
+        self.clusterer_ = FeatureClusterer(self.n_clusters, p["final_pca_dim"], whiten=True, l2=True,
+                                           algorithm="kmeans", n_init=p["final_n_init"], seed=self.seed).fit(f)
+        self.labels_ = self.clusterer_.labels_
+        self.overclusterer_ = FeatureClusterer(p["k"], p["pca_dim"], whiten=True, l2=True, algorithm="kmeans",
+                                               n_init=1, seed=self.seed).fit(f)
+        self.overcluster_labels_ = fill_empty_clusters(self.overclusterer_.pipeline.transform(f),
+                                                       self.overclusterer_.labels_, p["k"], self.seed)
+        self.timings_ = {"final clustering": time.perf_counter() - t0, "epochs": float(sum(self.history_["seconds"]))}
+        if p["verbose"]:
+            print(f"final clustering (K={self.n_clusters} and k={p['k']}): {self.timings_['final clustering']:.0f} s")
+        return self
+
+    def predict(self, x):
+        """K = n_clusters clusters of the learned features."""
+        return self.clusterer_.predict(self.features(x))
+
+    def predict_overclusters(self, x):
+        """The k over-clustered assignment of the learned features (score it with a many-to-one mapping only)."""
+        return self.overclusterer_.predict(self.features(x))
+
+
+def _plain(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
