@@ -34,15 +34,32 @@ from . import Method, register
 
 
 # ---------------------------------------------------------------- the network
+@keras.saving.register_keras_serializable(package="course_lib")
+class ContrastNormalise(layers.Layer):
+    """Divide each image's maps by their root mean square: the same edges at any contrast look alike.
+
+    After the Sobel layer (linear, so brightness is already gone) this removes contrast too, as HOG's
+    block normalisation does; GTSRB has many dark, flat exposures.
+    """
+
+    def call(self, x):
+        from keras import ops
+
+        rms = ops.sqrt(ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True))
+        return x / (rms + 1e-3)
+
+
 def alexnet_small(input_shape, widths=(32, 64, 96, 96, 64), kernels=(5, 5, 3, 3, 3), fc: int = 256,
-                  dropout: float = 0.5, sobel: bool = True, name: str = "alexnet_small") -> keras.Model:
+                  dropout: float = 0.5, sobel: bool = True, contrast_norm: bool = False,
+                  name: str = "alexnet_small") -> keras.Model:
     """AlexNet's five convolutions and two fully connected layers, scaled for 32-64 px images.
 
     AlexNet on 224 px opens with an 11x11 stride-4 convolution (224 -> 55); on 32 px that would leave an
     8x8 map after one layer, so here conv1 is 5x5 with stride 1 and every max-pool (3x3, stride 2, as in
     AlexNet) halves the side: 32 -> 16 -> 8 -> 4. Channels and the fc width are scaled down, every conv is
     followed by BatchNorm (as in DeepCluster). The output is the second fc layer *before* its ReLU: the
-    features DeepCluster clusters. `sobel` puts the fixed Sobel pre-layer first (greyscale, then x/y edges).
+    features DeepCluster clusters. `sobel` puts the fixed Sobel pre-layer first (greyscale, then x/y edges);
+    `contrast_norm` then scales each image's edge maps to unit RMS (`ContrastNormalise`).
     """
     if len(widths) != 5 or len(kernels) != 5:
         raise ValueError("alexnet_small needs 5 conv widths and 5 kernel sizes")
@@ -51,6 +68,8 @@ def alexnet_small(input_shape, widths=(32, 64, 96, 96, 64), kernels=(5, 5, 3, 3,
         x = models.SobelFilter(name="sobel")(inputs)
     else:
         x = layers.Rescaling(1 / 255.0)(inputs)
+    if contrast_norm:
+        x = ContrastNormalise(name="contrast_norm")(x)
     for i, (w, k) in enumerate(zip(widths, kernels)):
         x = layers.Conv2D(w, k, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
@@ -153,9 +172,9 @@ class DeepCluster(Method):
 
     name = "deepcluster"
     defaults = dict(
-        k=None,  # over-clustering: None -> 5 x n_clusters
+        k=None,  # over-clustering: None -> 5 x n_clusters, at most one cluster per 20 images (`overclusters`)
         epochs=10, widths=(24, 48, 72, 72, 48), kernels=(5, 5, 3, 3, 3), fc=256, dropout=0.2, sobel=True,
-        pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0,
+        contrast_norm=True, pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0,
         optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128,
         augment="weak",
         final_pca_dim=64, final_n_init=10,
@@ -173,20 +192,26 @@ class DeepCluster(Method):
         for key in ("widths", "kernels"):  # from the command line these arrive as "32,64,..."
             if isinstance(self.params[key], str):
                 self.params[key] = tuple(int(v) for v in self.params[key].strip("()").split(","))
-        if self.params["k"] is None:
-            self.params["k"] = 5 * n_clusters
 
     # -------------------------------------------------------- pieces
+    def overclusters(self, n_images: int) -> int:
+        """k, the number of clusters of the pseudo-labels: `k`, else 5 x n_clusters (at most n_images / 20)."""
+        if self.params["k"]:
+            return int(self.params["k"])
+        return max(self.n_clusters, min(5 * self.n_clusters, n_images // 20))
+
     def build(self, input_shape) -> keras.Model:
         p = self.params
-        return alexnet_small(input_shape, p["widths"], p["kernels"], p["fc"], p["dropout"], p["sobel"])
+        return alexnet_small(input_shape, p["widths"], p["kernels"], p["fc"], p["dropout"], p["sobel"],
+                             p["contrast_norm"])
 
     def features(self, x) -> np.ndarray:
         """fc features (before ReLU) of uint8 images, N x fc float32."""
         f = self.features_.predict(np.asarray(x), batch_size=512, verbose=0)
         return np.asarray(f, np.float32)
 
-    def _optimizer(self):
+    def make_optimizer(self):
+        """A fresh optimizer (a new one every epoch: the top layer is new, its moments must be too)."""
         p = self.params
         if p["optimizer"] == "sgd":
             return keras.optimizers.SGD(p["learning_rate"], momentum=p["momentum"], weight_decay=p["weight_decay"])
@@ -208,23 +233,36 @@ class DeepCluster(Method):
         """Preprocess + KMeans (k over-clustered) for one epoch; a new KMeans seed every epoch, as upstream."""
         p = self.params
         z = preprocess_features(f, p["pca_dim"], self.seed)
-        return run_kmeans(z, p["k"], seed=self.seed * 1000 + epoch, algorithm=p["kmeans"],
+        return run_kmeans(z, self.k_, seed=self.seed * 1000 + epoch, algorithm=p["kmeans"],
                           max_iter=p["kmeans_iter"])
 
     def train_epoch(self, x, pseudo: np.ndarray, epoch: int) -> dict:
-        """A new top layer, then one epoch of cross-entropy on uniformly sampled pseudo-labels."""
+        """A re-initialised top layer, then one epoch of cross-entropy on uniformly sampled pseudo-labels."""
         p = self.params
         n = max(p["batch_size"], int(round(p["reassign"] * len(x))))
         idx = uniform_cluster_sample(pseudo, n, seed=self.seed * 1000 + epoch)
-        # the top layer's ids must be 0..c-1 over the non-empty clusters (all of them after the fix)
-        ids, targets = np.unique(pseudo, return_inverse=True)
-        model = with_top_layer(self.features_, len(ids), seed=self.seed * 1000 + epoch)
-        model.compile(optimizer=self._optimizer(),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-        hist = training.fit_resumable(model, x[idx], targets[idx].astype("int32"), epochs=1,
-                                      batch_size=p["batch_size"], verbose=p["verbose"],
+        model = self.training_model(epoch)
+        hist = training.fit_resumable(model, x[idx], pseudo[idx].astype("int32"), epochs=1,
+                                      batch_size=p["batch_size"], verbose=max(0, p["verbose"] - 1),
                                       seed=self.seed * 1000 + epoch, augmenter=self._augmenter(x.shape[-1]))
         return {key: vals[-1] for key, vals in hist.items()}
+
+    def training_model(self, epoch: int) -> keras.Model:
+        """The convnet + a top layer of k outputs, its weights drawn anew (N(0, 0.01), biases 0) and the
+        optimizer's state reset: as a new top layer and a new optimizer, without re-tracing the training
+        step every epoch (seconds on a CPU). k is the same every epoch: empty clusters are always filled."""
+        if getattr(self, "model_", None) is None:
+            self.model_ = with_top_layer(self.features_, self.k_, seed=self.seed)
+            self.model_.compile(optimizer=self.make_optimizer(),
+                                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                metrics=["accuracy"])
+        top = self.model_.get_layer("top_layer")
+        top.kernel.assign(keras.random.normal(top.kernel.shape, stddev=0.01, seed=self.seed * 1000 + epoch))
+        top.bias.assign(keras.ops.zeros(top.bias.shape))
+        for v in self.model_.optimizer.variables:
+            if not v.path.endswith("learning_rate"):
+                v.assign(keras.ops.zeros(v.shape, v.dtype))
+        return self.model_
 
     # -------------------------------------------------------- checkpoints
     def _ckpt(self) -> Path | None:
@@ -264,8 +302,10 @@ class DeepCluster(Method):
     def fit(self, x, y=None):
         p = self.params
         x = np.asarray(x)
-        check_k(p["k"], len(x))
+        self.k_ = self.overclusters(len(x))
+        check_k(self.k_, len(x))
         self.features_ = self.build(x.shape[1:])
+        self.model_ = None
         self.history_ = {"epoch": [], "nmi_prev": [], "loss": [], "accuracy": [], "n_clusters": [],
                          "largest_cluster": [], "kmeans_inertia": [], "seconds": [], "seconds_features": [], "seconds_kmeans": []}
         start, prev = self._load_checkpoint(len(x))
@@ -279,7 +319,7 @@ class DeepCluster(Method):
             nmi = float(normalized_mutual_info_score(prev, pseudo)) if prev is not None else float("nan")
             t2 = time.perf_counter()
             logs = self.train_epoch(x, pseudo, epoch)
-            sizes = np.bincount(pseudo, minlength=p["k"])
+            sizes = np.bincount(pseudo, minlength=self.k_)
             h = self.history_
             h["epoch"].append(epoch)
             h["nmi_prev"].append(nmi)
@@ -303,13 +343,13 @@ class DeepCluster(Method):
         self.clusterer_ = FeatureClusterer(self.n_clusters, p["final_pca_dim"], whiten=True, l2=True,
                                            algorithm="kmeans", n_init=p["final_n_init"], seed=self.seed).fit(f)
         self.labels_ = self.clusterer_.labels_
-        self.overclusterer_ = FeatureClusterer(p["k"], p["pca_dim"], whiten=True, l2=True, algorithm="kmeans",
+        self.overclusterer_ = FeatureClusterer(self.k_, p["pca_dim"], whiten=True, l2=True, algorithm="kmeans",
                                                n_init=1, seed=self.seed).fit(f)
         self.overcluster_labels_ = fill_empty_clusters(self.overclusterer_.pipeline.transform(f),
-                                                       self.overclusterer_.labels_, p["k"], self.seed)
+                                                       self.overclusterer_.labels_, self.k_, self.seed)
         self.timings_ = {"final clustering": time.perf_counter() - t0, "epochs": float(sum(self.history_["seconds"]))}
         if p["verbose"]:
-            print(f"final clustering (K={self.n_clusters} and k={p['k']}): {self.timings_['final clustering']:.0f} s")
+            print(f"final clustering (K={self.n_clusters} and k={self.k_}): {self.timings_['final clustering']:.0f} s")
         return self
 
     def predict(self, x):
