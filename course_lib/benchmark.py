@@ -126,6 +126,30 @@ def write_json(path, obj) -> Path:
     return path
 
 
+def markdown_table(results: list[dict]) -> str:
+    """A Markdown table of benchmark results (one row each), with profile, machine and date."""
+    cols = ["method", "dataset", "protocol", "profile", "n_train", "n_eval", "k", "acc", "nmi", "ari", "seconds",
+            "cpu_seconds", "device", "date"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(folder) -> Path:
+    """Write folder/README.md: the table of every result JSON in the folder."""
+    folder = Path(folder)
+    results = []
+    for f in sorted(folder.glob("*.json")):
+        data = json.loads(f.read_text())
+        results += data if isinstance(data, list) else [data]
+    out = folder / "README.md"
+    text = (f"# Results in {folder.name}\n\nWritten by `python -m course_lib report {folder}` from the JSON files "
+            f"beside it (each from `python -m course_lib benchmark ... --out`).\n\n" + markdown_table(results))
+    out.write_text(text)
+    return out
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}" if v < 100 else f"{v:.0f}"

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                    help="a method hyperparameter, e.g. --option centre_crop=0.75 (repeatable)")
     b.add_argument("--out", help="write the result as JSON here")
     sub.add_parser("info", help="versions, devices, profile and the datasets found")
+    rep = sub.add_parser("report", help="write FOLDER/README.md, a table of the result JSONs in FOLDER")
+    rep.add_argument("folder")
     args = parser.parse_args(argv)
 
     if args.command in (None, "benchmark") and not getattr(args, "method", None):
@@ -49,6 +51,11 @@ def main(argv=None) -> int:
 
         run(args.method, args.dataset, test=args.test, profile=args.profile, seed=args.seed,
             holdout=args.holdout, k=args.k, options=dict(args.option), out=args.out, image_size=args.image_size)
+        return 0
+    if args.command == "report":
+        from .benchmark import report
+
+        print(report(args.folder).read_text())
         return 0
     if args.command == "info":
         info()
