@@ -58,6 +58,7 @@ RED = (200, 20, 30)
 WHITE = (245, 245, 245)
 BLACK = (15, 15, 15)
 GREY = (120, 120, 120)
+DARK_GREY = (85, 85, 85)  # struck-out pictograms of the "end of no passing" signs
 BLUE = (20, 70, 170)
 YELLOW = (250, 190, 0)
 AMBER = (245, 170, 0)
@@ -65,22 +66,27 @@ GREEN = (20, 160, 60)
 TRANSPARENT = (128, 128, 128, 0)  # grey, so edge pixels do not darken when resampled
 
 RING_INNER = 0.78  # inner radius of the red ring of prohibitory signs (outer radius = 1)
-TRIANGLE_BORDER = 0.17  # width of the red border of warning / yield triangles
+SPEED_DIGIT_HEIGHT = 0.86  # height of the speed numbers
+TRIANGLE_BORDER = 0.15  # width of the red border of warning / yield triangles
 SQRT3 = math.sqrt(3.0)
 
 SPEED_TEXT = {0: "20", 1: "30", 2: "50", 3: "60", 4: "70", 5: "80", 7: "100", 8: "120"}
 MIRROR_OF = {20: 19, 34: 33, 37: 36, 39: 38}  # class -> the class it is the mirror image of
 
 # --- nuisance constants (the ranges a sign is randomised over) ----------------------------------
-SCALE_RANGE = (0.45, 0.95)  # sign width as a fraction of the frame
+SCALE_RANGE = (0.5, 0.95)  # sign width as a fraction of the frame
+SCALE_SKEW = 0.5  # < 1 favours large signs (GTSRB crops are mostly sign)
+MAX_OFFSET = 0.6  # how much of the free margin the sign centre may use
 MAX_ROTATION_DEG = 12.0
 PERSPECTIVE_JITTER = 0.07  # corner displacement, as a fraction of the sign's half-size
-BLUR_RANGE = (0.0, 1.2)  # Gaussian blur radius in output pixels
-BRIGHTNESS_RANGE = (0.28, 1.35)  # multiplicative gain, sampled log-uniformly
-CONTRAST_RANGE = (0.4, 1.15)
+BLUR_RANGE = (0.0, 1.2)  # standard deviation of the Gaussian blur, in output pixels
+MIN_BLUR = 0.15  # below this, blurring is skipped
+BRIGHTNESS_RANGE = (0.35, 1.3)  # multiplicative gain, sampled log-uniformly
+CONTRAST_RANGE = (0.5, 1.1)
 COLOUR_CAST = 0.15  # per-channel gain in [1 - c, 1 + c]
-NOISE_RANGE = (0.0, 0.035)  # std of additive Gaussian noise, on the [0, 1] scale
-MAX_CLUTTER_SHAPES = 5
+NOISE_RANGE = (0.0, 0.025)  # std of additive Gaussian noise, on the [0, 1] scale
+MAX_CLUTTER_SHAPES = 4
+LOUD_COLOUR_P = 0.12  # share of clutter colours drawn uniformly (not from the palette)
 TEXTURE_OCTAVES = ((5, 40.0), (11, 25.0))  # (grid cells, max amplitude in grey levels) of the noise
 CHUNK = 512  # images per batch for the vectorised steps
 
@@ -135,10 +141,11 @@ class _Pen:
     def text(self, s: str, x: float, y: float, w: float, h: float, fill, bold: float = 0.08) -> None:
         """Write `s` stretched into the box of width w, height h centred at (x, y)."""
         font = _font()
-        stroke = int(bold * font.size)
-        x0, y0, x1, y1 = font.getbbox(s, stroke_width=stroke)
+        # emboldening stroke: FreeType fonts only (the bitmap fallback font is bold enough)
+        stroke = {"stroke_width": int(bold * font.size)} if isinstance(font, ImageFont.FreeTypeFont) else {}
+        x0, y0, x1, y1 = font.getbbox(s, **stroke)
         mask = Image.new("L", (x1 - x0, y1 - y0), 0)
-        ImageDraw.Draw(mask).text((-x0, -y0), s, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+        ImageDraw.Draw(mask).text((-x0, -y0), s, font=font, fill=255, **stroke)
         (a, b), (c, d) = self.px(x - w / 2, y - h / 2), self.px(x + w / 2, y + h / 2)
         box = (int(round(a)), int(round(b)), int(round(c)), int(round(d)))
         mask = mask.resize((box[2] - box[0], box[3] - box[1]), Image.LANCZOS)
@@ -150,10 +157,8 @@ def _font() -> ImageFont.ImageFont:
     """PIL's built-in font (no font file needed); scalable when Pillow has FreeType (>= 10.1)."""
     try:
         return ImageFont.load_default(size=120)
-    except (TypeError, ImportError, OSError):  # old Pillow or no FreeType: small bitmap font
-        font = ImageFont.load_default()
-        font.size = 11  # used for the stroke width only
-        return font
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: small bitmap font
+        return ImageFont.load_default()
 
 
 def _bezier(p0, p1, p2, n: int = 20) -> list[tuple[float, float]]:
@@ -201,7 +206,7 @@ def _car_rear(pen: _Pen, x: float, y: float, s: float, fill) -> None:
 
 def _truck_rear(pen: _Pen, x: float, y: float, s: float, fill) -> None:
     """A lorry seen from behind: a tall box on wheels."""
-    pen.rect(x - 0.5 * s, y - 0.65 * s, x + 0.5 * s, y + 0.35 * s, fill)
+    pen.rect(x - 0.52 * s, y - 0.9 * s, x + 0.52 * s, y + 0.35 * s, fill)
     pen.rect(x - 0.45 * s, y + 0.3 * s, x - 0.2 * s, y + 0.55 * s, fill)
     pen.rect(x + 0.2 * s, y + 0.3 * s, x + 0.45 * s, y + 0.55 * s, fill)
 
@@ -217,8 +222,8 @@ def _truck_side(pen: _Pen, fill) -> None:
 
 def _stick_figure(pen: _Pen, x: float, y: float, s: float, stride: float, fill) -> None:
     """A walking person of height ~2s whose feet are at y + s."""
-    w = 0.2 * s
-    pen.disc(x + 0.05 * s, y - 0.8 * s, 0.2 * s, fill)  # head
+    w = 0.26 * s
+    pen.disc(x + 0.05 * s, y - 0.8 * s, 0.23 * s, fill)  # head
     hip = (x - 0.05 * s, y + 0.15 * s)
     pen.line([(x + 0.05 * s, y - 0.5 * s), hip], 1.4 * w, fill)  # body
     pen.line([hip, (x - 0.45 * stride * s, y + s)], w, fill)  # back leg
@@ -246,8 +251,8 @@ def _pict_double_curve(pen: _Pen) -> None:
     pts = (_bezier((0.35, 0.95), (0.4, 0.35), (0.0, 0.15), 10)
            + _bezier((0.0, 0.15), (-0.45, -0.05), (-0.3, -0.55), 10)[1:]
            + [(-0.3, -0.6), (-0.05, -0.98)])
-    pen.line(pts[:-2], 0.22, BLACK)
-    _arrow(pen, [(-0.32, -0.45), (-0.05, -0.98)], 0.22, 0.38, BLACK)
+    pen.line(pts[:-2], 0.27, BLACK)
+    _arrow(pen, [(-0.32, -0.45), (-0.05, -0.98)], 0.27, 0.42, BLACK)
 
 
 def _pict_bumps(pen: _Pen) -> None:
@@ -297,22 +302,22 @@ def _pict_bicycle(pen: _Pen) -> None:
     for wx in (-0.5, 0.5):
         pen.disc(wx, 0.45, 0.38, BLACK)
         pen.disc(wx, 0.45, 0.25, WHITE)
-    pen.line([(-0.5, 0.45), (-0.05, 0.45), (0.3, -0.1), (-0.25, -0.1), (-0.5, 0.45)], 0.1, BLACK)
-    pen.line([(0.5, 0.45), (0.3, -0.3), (0.15, -0.35)], 0.1, BLACK)  # fork and handlebar
-    pen.line([(-0.05, 0.45), (-0.25, -0.25), (-0.4, -0.25)], 0.1, BLACK)  # seat post
+    pen.line([(-0.5, 0.45), (-0.05, 0.45), (0.3, -0.1), (-0.25, -0.1), (-0.5, 0.45)], 0.13, BLACK)
+    pen.line([(0.5, 0.45), (0.3, -0.3), (0.15, -0.35)], 0.13, BLACK)  # fork and handlebar
+    pen.line([(-0.05, 0.45), (-0.25, -0.25), (-0.4, -0.25)], 0.13, BLACK)  # seat post
 
 
 def _pict_snowflake(pen: _Pen) -> None:
     for k in range(3):
         a = math.pi / 2 + k * math.pi / 3
         c, s = math.cos(a), math.sin(a)
-        pen.line([(-0.85 * c, -0.85 * s), (0.85 * c, 0.85 * s)], 0.12, BLACK)
+        pen.line([(-0.85 * c, -0.85 * s), (0.85 * c, 0.85 * s)], 0.15, BLACK)
         for sign in (-1, 1):  # little branches near both ends
             bx, by = sign * 0.55 * c, sign * 0.55 * s
             for b in (-1, 1):
                 a2 = a + b * math.pi / 4
                 pen.line([(bx, by), (bx + sign * 0.28 * math.cos(a2), by + sign * 0.28 * math.sin(a2))],
-                         0.09, BLACK)
+                         0.12, BLACK)
 
 
 def _pict_deer(pen: _Pen) -> None:
@@ -321,9 +326,9 @@ def _pict_deer(pen: _Pen) -> None:
     pen.ellipse(0.68, -0.68, 0.16, 0.1, BLACK)  # head
     pen.line([(0.55, -0.75), (0.45, -1.0), (0.3, -1.05)], 0.06, BLACK)  # antlers
     pen.line([(0.45, -1.0), (0.55, -1.15)], 0.06, BLACK)
-    pen.line([(0.3, -0.2), (0.7, 0.15), (0.9, 0.05)], 0.1, BLACK)  # front legs (leaping)
-    pen.line([(-0.55, 0.3), (-0.8, 0.75), (-0.95, 0.85)], 0.1, BLACK)  # hind legs
-    pen.line([(-0.4, 0.25), (-0.45, 0.75)], 0.1, BLACK)
+    pen.line([(0.3, -0.2), (0.7, 0.15), (0.9, 0.05)], 0.13, BLACK)  # front legs (leaping)
+    pen.line([(-0.55, 0.3), (-0.8, 0.75), (-0.95, 0.85)], 0.13, BLACK)  # hind legs
+    pen.line([(-0.4, 0.25), (-0.45, 0.75)], 0.13, BLACK)
 
 
 WARNING_PICTOGRAMS = {
@@ -365,14 +370,15 @@ def _slash(pen: _Pen, width: float = 0.16, n_lines: int = 1, spacing: float = 0.
 def _draw_speed_limit(pen: _Pen, class_id: int) -> None:
     _prohibitory_base(pen)
     s = SPEED_TEXT[class_id]
-    pen.text(s, 0.0, 0.0, 0.5 * len(s), 0.78, BLACK)
+    char_width = 0.54 if len(s) == 2 else 0.47
+    pen.text(s, 0.0, 0.0, char_width * len(s), SPEED_DIGIT_HEIGHT, BLACK, bold=0.06)
 
 
 def _draw_end_of_limit(pen: _Pen, class_id: int) -> None:
     """6: faint 80 with a slash; 32: several thin slashes only."""
     _end_base(pen)
     if class_id == 6:
-        pen.text("80", 0.0, 0.0, 1.0, 0.78, (165, 165, 165))
+        pen.text("80", 0.0, 0.0, 1.08, SPEED_DIGIT_HEIGHT, (165, 165, 165))
         _slash(pen, 0.16)
     else:
         _slash(pen, 0.06, n_lines=5)
@@ -382,14 +388,14 @@ def _draw_no_passing(pen: _Pen, class_id: int) -> None:
     """9: red car + black car; 10: red lorry + black car; 41/42: the same, greyed and struck out."""
     end = class_id in (41, 42)
     (_end_base if end else _prohibitory_base)(pen)
-    left, right = (GREY, GREY) if end else (RED, BLACK)
+    left, right = (DARK_GREY, DARK_GREY) if end else (RED, BLACK)
     if class_id in (9, 41):
         _car_rear(pen, -0.34, 0.0, 0.6, left)
     else:
-        _truck_rear(pen, -0.34, 0.1, 0.6, left)
+        _truck_rear(pen, -0.36, 0.1, 0.64, left)
     _car_rear(pen, 0.34, 0.0, 0.6, right)
     if end:
-        _slash(pen, 0.06, n_lines=4)
+        _slash(pen, 0.045, n_lines=3, spacing=0.24)
 
 
 def _draw_plain_prohibitory(pen: _Pen, class_id: int) -> None:
@@ -403,7 +409,7 @@ def _draw_warning(pen: _Pen, class_id: int) -> None:
     """White triangle, point up, red border, black pictogram."""
     pen.polygon(_triangle(True), RED)
     pen.polygon(_triangle(True, TRIANGLE_BORDER), WHITE)
-    WARNING_PICTOGRAMS[class_id](pen.sub(0.0, 0.27, 0.4))
+    WARNING_PICTOGRAMS[class_id](pen.sub(0.0, 0.27, 0.45))
 
 
 def _draw_priority(pen: _Pen, class_id: int) -> None:
@@ -502,10 +508,10 @@ BG_PALETTE = np.array([  # natural colours: sky, cloud, foliage, road, walls, du
 
 
 def _random_colours(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Colours (shape + (3,)) from the palette with jitter, or (1 time in 5) uniformly random."""
+    """Colours (shape + (3,)) from the palette with jitter, or (sometimes) uniformly random."""
     palette = BG_PALETTE[rng.integers(len(BG_PALETTE), size=shape)] + rng.normal(0, 18, shape + (3,))
     loud = rng.uniform(0, 255, shape + (3,))
-    pick = rng.random(shape)[..., None] < 0.2
+    pick = rng.random(shape)[..., None] < LOUD_COLOUR_P
     return np.clip(np.where(pick, loud, palette), 0, 255)
 
 
@@ -545,7 +551,7 @@ def _smooth_fields(rng: np.random.Generator, m: int, size: int) -> np.ndarray:
 
 
 def _backgrounds(m: int, size: int, rng: np.random.Generator) -> list[Image.Image]:
-    """Cluttered backgrounds: smooth field, maybe a sky/ground split, then random shapes and poles."""
+    """m cluttered backgrounds: a smooth field, maybe a sky/ground split, random shapes and poles."""
     fields = _smooth_fields(rng, m, size)
     # every random parameter is drawn up front, in bulk; the loop below only draws
     horizon = rng.random(m) < 0.5
@@ -593,9 +599,10 @@ def _homographies(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
 
 def _geometry(n: int, work: int, rng: np.random.Generator) -> np.ndarray:
     """Random sign placements: PIL perspective coefficients (n, 8) for a template of size `work`."""
-    scale = rng.uniform(*SCALE_RANGE, n)
+    lo, hi = SCALE_RANGE
+    scale = lo + (hi - lo) * rng.random(n) ** SCALE_SKEW
     half = scale * work / 2
-    slack = (work / 2 - half) * 0.9 + 0.08 * half  # how far the centre may move (a bit may be cut off)
+    slack = (work / 2 - half) * MAX_OFFSET + 0.05 * half  # how far the centre may move
     centre = work / 2 + rng.uniform(-1, 1, (n, 2)) * slack[:, None]
     theta = np.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, n))
     unit = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=np.float64)
@@ -637,20 +644,22 @@ def make_signs(n: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray,
     labels = label_rng.permutation(np.arange(n, dtype=np.int64) % N_CLASSES)
     work = image_size * WORK_FACTOR
     coeffs = _geometry(n, work, geom_rng)
-    blur = blur_rng.uniform(*BLUR_RANGE, n) * (blur_rng.random(n) < 0.85)
+    lo, hi = BLUR_RANGE  # skewed towards little blur, as in GTSRB
+    blur = lo + (hi - lo) * blur_rng.random(n) ** 2
     templates = [_template_image(c, work) for c in range(N_CLASSES)]
 
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
+        backgrounds = _backgrounds(stop - start, work, bg_rng)
         batch = np.empty((stop - start, image_size, image_size, 3), dtype=np.uint8)
-        for j, img in enumerate(_backgrounds(stop - start, work, bg_rng)):
-            i = start + j
+        for j, i in enumerate(range(start, stop)):
+            img = backgrounds[j]
             sign = templates[labels[i]].transform((work, work), Image.PERSPECTIVE, tuple(coeffs[i]),
                                                   Image.BILINEAR)
-            img.paste(sign, (0, 0), sign)
+            img.paste(sign, (0, 0), sign)  # the sign's alpha channel is the paste mask
             img = img.reduce(WORK_FACTOR)
-            if blur[i] > 0.15:
+            if blur[i] > MIN_BLUR:
                 img = img.filter(ImageFilter.GaussianBlur(float(blur[i])))
             batch[j] = np.asarray(img)
         x = _photometric(batch.astype(np.float32) / 255.0, photo_rng)

@@ -88,3 +88,15 @@ def test_raw_pixel_kmeans_is_poor():
     rows, cols = linear_sum_assignment(counts, maximize=True)
     acc = counts[rows, cols].sum() / len(y)
     assert acc <= 0.35, acc
+
+
+def test_the_kits_supervised_cnn_learns_the_synthetic_signs():
+    """The other half of 'a real problem': raw-pixel KMeans fails (above), a small CNN with labels succeeds."""
+    from course_lib import data, metrics
+    from course_lib.methods import get_method
+
+    train = data.load_dataset("synthetic-signs", "train", n_images=10000, seed=0)
+    test = data.load_dataset("synthetic-signs", "test", n_images=2000, seed=0)
+    cnn = get_method("supervised-cnn")(43, seed=0, epochs=8, batch_size=128).fit(train.x, train.y)
+    acc = metrics.evaluate(test.y, cnn.predict(test.x), predicts_labels=True)["acc"]
+    assert acc >= 0.90, acc
