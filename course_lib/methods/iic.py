@@ -118,20 +118,41 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
 
 
 # ---------------------------------------------------------------- networks
-def iic_trunk(input_shape, width: int = 32, sobel=False, pool: str = "gap", name: str = "iic_trunk"):
+@keras.saving.register_keras_serializable(package="course_lib")
+class PerImageNorm(layers.Layer):
+    """Divide each image by its root-mean-square (after removing its mean when `center`): the same sign
+    in bright sun or at dusk gives the same input (HOG's contrast normalisation, image-wide)."""
+
+    def __init__(self, center: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.center = center
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.center:
+            x = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        return x / ops.sqrt(ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True) + 1e-6)
+
+    def get_config(self):
+        return {**super().get_config(), "center": self.center}
+
+
+def iic_trunk(input_shape, width: int = 32, sobel=False, pool: str = "gap", normalise: bool = False,
+              name: str = "iic_trunk"):
     """The kit's small 4-block CNN (`models.small_cnn_backbone`), with IIC's input options.
 
     sobel: False (pixels / 255), True (greyscale Sobel x, y: the paper's choice for colour images) or
-    "rgb" (pixels and Sobel channels, the paper's `include_rgb`). pool: "gap" (global average pooling) or
-    "flatten" (the official ClusterNet's flattened last map: keeps where things are).
+    "rgb" (pixels and Sobel channels, the paper's `include_rgb`). normalise: per-image contrast
+    normalisation of those inputs (`PerImageNorm`). pool: "gap" (global average pooling) or "flatten"
+    (the official ClusterNet's flattened last map: keeps where things are).
     """
     inputs = keras.Input(input_shape)
-    if sobel == "rgb":
-        x = layers.Concatenate()([layers.Rescaling(1 / 255.0)(inputs), SobelFilter()(inputs)])
-    elif sobel:
-        x = SobelFilter()(inputs)
-    else:
-        x = layers.Rescaling(1 / 255.0)(inputs)
+    pixels = layers.Rescaling(1 / 255.0)(inputs)
+    edges = SobelFilter()(inputs) if sobel else None
+    if normalise:
+        pixels = PerImageNorm(center=True)(pixels)
+        edges = PerImageNorm(center=False)(edges) if sobel else None
+    x = layers.Concatenate()([pixels, edges]) if sobel == "rgb" else edges if sobel else pixels
     for i, mult in enumerate((1, 2, 4, 8)):
         x = layers.Conv2D(width * mult, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=0.9)(x)
@@ -340,7 +361,7 @@ def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> d
 
     size = method.params["input_size"]
     plain = keras.Sequential([iic_trunk((size, size, x.shape[-1]), method.params["width"],
-                                        method.uses_sobel(x.shape[1:]), method.params["pool"]),
+                                        method.uses_sobel(x.shape[1:]), method.params["pool"], method.params["normalise"]),
                               layers.Dense(method.n_clusters, activation="softmax")], name="plain")
     plain.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     _, _, evaluation = method.views(x.shape[1:])
@@ -388,7 +409,7 @@ class IIC(Method):
     name = "iic"
     defaults = dict(overcluster=5, sub_heads=5, copies=5, batch_images=None, lamb=1.0, heads="alternate",
                     head_schedule="BA", input_size=24, crop=0.72, view_scale=(0.57, 0.86), rotation=25.0,
-                    jitter=0.4, sobel=None, width=32, pool="gap", epochs=10, learning_rate=1e-3,
+                    jitter=0.4, sobel=None, normalise=False, width=32, pool="gap", epochs=10, learning_rate=1e-3,
                     select_images=10000, monitor_images=2000, checkpoint_dir=None, verbose=0)
     presets = {
         "quick": dict(epochs=6),
@@ -419,7 +440,8 @@ class IIC(Method):
         p = self.params
         _, _, evaluation = self.views(input_shape)
         size = p["input_size"]
-        trunk = iic_trunk((size, size, input_shape[-1]), p["width"], self.uses_sobel(input_shape), p["pool"])
+        trunk = iic_trunk((size, size, input_shape[-1]), p["width"], self.uses_sobel(input_shape), p["pool"],
+                          p["normalise"])
         n_over = int(round(p["overcluster"] * self.n_clusters)) if p["overcluster"] else 0
         model = IICModel(trunk, evaluation, self.n_clusters, n_over, p["sub_heads"], p["lamb"], name="iic")
         model(np.zeros((1, *input_shape), "float32"))  # build the weights
