@@ -56,7 +56,8 @@ def digits():
 
 def test_short_deepcluster_run_on_digits_beats_chance(digits):
     ds = digits
-    # measured (CPU, 16 px): ACC 0.748, NMI 0.678 after 3 epochs; chance (largest class) is about 0.10
+    # measured (CPU, 16 px): ACC 0.764 / 0.731, NMI 0.712 / 0.665 (seeds 0 / 1) after 3 epochs, about 30 s;
+    # chance (the largest class) is about 0.10
     model = DeepCluster(10, seed=0, epochs=3, reassign=2, widths=(16, 32, 48, 48, 32), fc=128, k=50, pca_dim=32,
                         final_pca_dim=32).fit(ds.x)
     scores = metrics.evaluate(ds.y, model.labels_)

@@ -173,8 +173,8 @@ class DeepCluster(Method):
     name = "deepcluster"
     defaults = dict(
         k=None,  # over-clustering: None -> 5 x n_clusters, at most one cluster per 20 images (`overclusters`)
-        epochs=10, widths=(24, 48, 72, 72, 48), kernels=(5, 5, 3, 3, 3), fc=256, dropout=0.2, sobel=True,
-        contrast_norm=True, pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0,
+        epochs=10, widths=(24, 48, 72, 72, 48), kernels=(5, 3, 3, 3, 3), fc=256, dropout=0.2, sobel=True,
+        contrast_norm=True, pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0, epoch_images=None,
         optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128,
         augment="weak",
         final_pca_dim=64, final_n_init=10,
@@ -182,7 +182,7 @@ class DeepCluster(Method):
     )
     presets = {
         "quick": dict(epochs=6, widths=(16, 32, 48, 48, 32), fc=128, pca_dim=32, final_pca_dim=32),
-        "standard": dict(epochs=10),
+        "standard": dict(epochs=10, epoch_images=20000),
         "full": dict(epochs=100, widths=(96, 256, 384, 384, 256), fc=4096, dropout=0.5, pca_dim=256,
                      optimizer="sgd", learning_rate=0.05, batch_size=256),
     }
@@ -239,7 +239,8 @@ class DeepCluster(Method):
     def train_epoch(self, x, pseudo: np.ndarray, epoch: int) -> dict:
         """A re-initialised top layer, then one epoch of cross-entropy on uniformly sampled pseudo-labels."""
         p = self.params
-        n = max(p["batch_size"], int(round(p["reassign"] * len(x))))
+        n = p["epoch_images"] or int(round(p["reassign"] * len(x)))
+        n = max(p["batch_size"], n)
         idx = uniform_cluster_sample(pseudo, n, seed=self.seed * 1000 + epoch)
         model = self.training_model(epoch)
         hist = training.fit_resumable(model, x[idx], pseudo[idx].astype("int32"), epochs=1,
