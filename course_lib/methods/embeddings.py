@@ -295,7 +295,7 @@ class AutoencoderKMeans(EmbeddingKMeans):
     defaults = dict(code_dim=128, width=16, bottleneck="dense", crop=0.75, standardise=True, augment=None,
                     noise=0.0, epochs=12, batch_size=128, learning_rate=2e-3, checkpoint_dir=None, verbose=0)
     presets = {
-        "quick": dict(epochs=6),
+        "quick": dict(epochs=4),
         "standard": dict(epochs=12),
         "full": dict(epochs=40, width=32),
     }
@@ -342,11 +342,11 @@ class PairKMeans(EmbeddingKMeans):
     """
 
     name = "pair-kmeans"
-    defaults = dict(embedding_dim=128, width=16, head_units=64, augment="strong", epochs=15, batch_size=128,
+    defaults = dict(embedding_dim=128, width=16, head_units=64, augment="strong", epochs=10, batch_size=128,
                     learning_rate=2e-3, checkpoint_dir=None, verbose=0)
     presets = {
-        "quick": dict(epochs=5),
-        "standard": dict(epochs=15),
+        "quick": dict(epochs=3, augment="weak"),  # strong views cost as much CPU as the training steps
+        "standard": dict(epochs=10),
         "full": dict(epochs=100, width=64),
     }
 
@@ -374,11 +374,11 @@ class SimilarityKMeans(EmbeddingKMeans):
     """
 
     name = "similarity-kmeans"
-    defaults = dict(embedding_dim=128, width=16, temperature=0.1, projection_dim=0, augment="strong", epochs=15,
+    defaults = dict(embedding_dim=128, width=16, temperature=0.1, projection_dim=0, augment="strong", epochs=10,
                     batch_size=256, learning_rate=2e-3, checkpoint_dir=None, verbose=0)
     presets = {
-        "quick": dict(epochs=5),
-        "standard": dict(epochs=15),
+        "quick": dict(epochs=3, augment="weak"),  # strong views cost as much CPU as the training steps
+        "standard": dict(epochs=10),
         "full": dict(epochs=200, width=64, batch_size=512, projection_dim=128),
     }
 
