@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..clustering import FeatureClusterer
 from ..data import data_dir, resize_images
-from . import Method, register
+from . import register
+from .pixels import FeatureKMeans
 
 WEIGHTS_ENV = "COURSE_WEIGHTS_DIR"  # a folder holding Keras weight files (offline machines)
 
@@ -41,30 +41,16 @@ def hog_features(x: np.ndarray, border: int = 2, orientations: int = 9, cell: in
 
 
 @register
-class HogKMeans(Method):
+class HogKMeans(FeatureKMeans):
     """HOG (+ colour histograms) -> PCA-64 whitened -> L2 -> KMeans: the classical bar."""
 
     name = "hog-kmeans"
     defaults = dict(border=2, orientations=9, cell=4, block=2, colour_bins=0, pca_dim=64, whiten=True, l2=True,
                     algorithm="kmeans", n_init=10)
 
-    def __init__(self, n_clusters: int, seed: int = 0, **params):
-        super().__init__(n_clusters, seed, **{**self.defaults, **params})
-        p = self.params
-        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
-                                          p["n_init"], seed)
-
     def features(self, x):
         p = self.params
         return hog_features(x, p["border"], p["orientations"], p["cell"], p["block"], p["colour_bins"])
-
-    def fit(self, x, y=None):
-        self.clusterer.fit(self.features(x))
-        self.labels_ = self.clusterer.labels_
-        return self
-
-    def predict(self, x):
-        return self.clusterer.predict(self.features(x))
 
 
 # ---------------------------------------------------------------- pretrained CNNs
@@ -214,7 +200,7 @@ def extract_features(x: np.ndarray, backbone: str = "vgg16", image_size: int = 6
 
 
 @register
-class FeaturesKMeans(Method):
+class FeaturesKMeans(FeatureKMeans):
     """Pretrained backbone features -> PCA (whitened) -> L2 -> KMeans / MiniBatchKMeans / GMM / agglomerative."""
 
     name = "features-kmeans"
@@ -222,10 +208,7 @@ class FeaturesKMeans(Method):
                     whiten=True, l2=True, algorithm="kmeans", n_init=10, cache=True, verbose=0)
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
-        super().__init__(n_clusters, seed, **{**self.defaults, **params})
-        p = self.params
-        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
-                                          p["n_init"], seed)
+        super().__init__(n_clusters, seed, **params)
         self.timings_ = {}
 
     def features(self, x):
@@ -244,5 +227,3 @@ class FeaturesKMeans(Method):
         self.labels_ = self.clusterer.labels_
         return self
 
-    def predict(self, x):
-        return self.clusterer.predict(self.features(x))

@@ -5,8 +5,29 @@ from ..clustering import FeatureClusterer, pixel_features
 from . import Method, register
 
 
+class FeatureKMeans(Method):
+    """features(x) -> PCA (whitened) -> L2 -> clustering. Subclasses define `features` and `defaults`."""
+
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **{**self.defaults, **params})
+        p = self.params
+        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
+                                          p["n_init"], seed)
+
+    def features(self, x):
+        raise NotImplementedError
+
+    def fit(self, x, y=None):
+        self.clusterer.fit(self.features(x))
+        self.labels_ = self.clusterer.labels_
+        return self
+
+    def predict(self, x):
+        return self.clusterer.predict(self.features(x))
+
+
 @register
-class PixelsKMeans(Method):
+class PixelsKMeans(FeatureKMeans):
     """Pixels (centre crop, per-image standardisation) -> PCA (whitened) -> L2 -> KMeans.
 
     The defaults are the best preprocessing measured on GTSRB; `centre_crop=1, standardise=False,
@@ -17,19 +38,5 @@ class PixelsKMeans(Method):
     defaults = dict(centre_crop=0.75, standardise=True, pca_dim=50, whiten=True, l2=True,
                     algorithm="kmeans", n_init=10)
 
-    def __init__(self, n_clusters: int, seed: int = 0, **params):
-        super().__init__(n_clusters, seed, **{**self.defaults, **params})
-        p = self.params
-        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
-                                          p["n_init"], seed)
-
-    def _features(self, x):
+    def features(self, x):
         return pixel_features(x, self.params["centre_crop"], self.params["standardise"])
-
-    def fit(self, x, y=None):
-        self.clusterer.fit(self._features(x))
-        self.labels_ = self.clusterer.labels_
-        return self
-
-    def predict(self, x):
-        return self.clusterer.predict(self._features(x))
