@@ -184,19 +184,20 @@ class KMeansNetwork:
     Only the winner learns: w_j <- w_j + eta_j (x - w_j), on mini-batches (the mean of the batch's inputs
     that neuron won). learning_rate=None uses eta_j = (inputs won in this batch) / (inputs won so far),
     which makes w_j the running mean of its inputs (MacQueen's online k-means, Sculley's mini-batch
-    k-means); a number gives a fixed rate that decays linearly to 0 over the epochs.
+    k-means); a number gives a fixed rate that decays linearly to 0 over the epochs. n_init: runs from
+    different initial weights (k-means++ or random samples), the lowest inertia kept, as in KMeans.
     """
 
     def __init__(self, n_clusters: int, epochs: int = 10, learning_rate: float | None = None,
-                 batch_size: int = 256, seed: int = 0, init: str = "k-means++"):
+                 batch_size: int = 256, seed: int = 0, init: str = "k-means++", n_init: int = 1):
         self.n_clusters, self.epochs, self.learning_rate = n_clusters, epochs, learning_rate
-        self.batch_size, self.seed, self.init = batch_size, seed, init
+        self.batch_size, self.seed, self.init, self.n_init = batch_size, seed, init, n_init
 
     def _init_weights(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.init == "k-means++":
             from sklearn.cluster import kmeans_plusplus
 
-            centres, _ = kmeans_plusplus(x, self.n_clusters, random_state=self.seed)
+            centres, _ = kmeans_plusplus(x, self.n_clusters, random_state=int(rng.integers(2**31)))
             return centres.T.copy()
         if self.init == "random":  # k random samples
             return x[rng.choice(len(x), self.n_clusters, replace=False)].T.copy()
@@ -208,9 +209,25 @@ class KMeansNetwork:
         return np.asarray(x, np.float32) @ w - 0.5 * (w ** 2).sum(0)
 
     def fit(self, x: np.ndarray) -> "KMeansNetwork":
+        from threadpoolctl import threadpool_limits
+
         x = np.asarray(x, np.float32)
         check_k(self.n_clusters, len(x))
-        rng = np.random.default_rng(self.seed)
+        best = None
+        # one BLAS thread: the products here are small, and BLAS threads waiting on each other cost far more
+        with threadpool_limits(1):
+            for run in range(self.n_init):  # like KMeans' n_init: keep the run with the lowest inertia
+                self._fit(x, self.seed + run)
+                if best is None or self.inertia_ < best[0]:
+                    best = (self.inertia_, self.weights_, self.inertia_history_)
+        _, self.weights_, self.inertia_history_ = best
+        self.cluster_centers_ = self.weights_.T.copy()
+        self.labels_ = self.predict(x)
+        self.inertia_ = self.inertia_history_[-1]
+        return self
+
+    def _fit(self, x: np.ndarray, seed: int) -> None:
+        rng = np.random.default_rng(seed)
         self.weights_ = self._init_weights(x, rng).astype(np.float32)  # d x k
         counts = np.zeros(self.n_clusters)
         steps = self.epochs * -(-len(x) // self.batch_size)
@@ -221,9 +238,10 @@ class KMeansNetwork:
             for start in range(0, len(x), self.batch_size):
                 xb = x[order[start:start + self.batch_size]]
                 win = self.activations(xb).argmax(1)
-                n_won = np.bincount(win, minlength=self.n_clusters)
-                sums = np.zeros_like(self.weights_.T)
-                np.add.at(sums, win, xb)
+                won = np.zeros((len(xb), self.n_clusters), np.float32)
+                won[np.arange(len(xb)), win] = 1.0
+                n_won = won.sum(0)
+                sums = won.T @ xb  # k x d: the sum of the inputs each neuron won
                 active = n_won > 0
                 counts += n_won
                 if self.learning_rate is None:
@@ -234,10 +252,7 @@ class KMeansNetwork:
                 self.weights_[:, active] += (eta[:, None] * (means - self.weights_[:, active].T)).T
                 step += 1
             self.inertia_history_.append(self.score_inertia(x))
-        self.cluster_centers_ = self.weights_.T.copy()
-        self.labels_ = self.predict(x)
         self.inertia_ = self.inertia_history_[-1]
-        return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.activations(x).argmax(1).astype(np.int64)
