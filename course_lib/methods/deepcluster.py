@@ -175,7 +175,8 @@ class DeepCluster(Method):
         k=None,  # over-clustering: None -> 5 x n_clusters, at most one cluster per 20 images (`overclusters`)
         epochs=10, widths=(24, 48, 72, 72, 48), kernels=(5, 3, 3, 3, 3), fc=256, dropout=0.2, sobel=True,
         contrast_norm=True, pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0, epoch_images=None,
-        optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128,
+        fit_images=None,
+        optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128, reset_optimizer="top",
         augment="weak",
         final_pca_dim=64, final_n_init=10,
         checkpoint_dir=None, verbose=0,
@@ -249,9 +250,13 @@ class DeepCluster(Method):
         return {key: vals[-1] for key, vals in hist.items()}
 
     def training_model(self, epoch: int) -> keras.Model:
-        """The convnet + a top layer of k outputs, its weights drawn anew (N(0, 0.01), biases 0) and the
-        optimizer's state reset: as a new top layer and a new optimizer, without re-tracing the training
-        step every epoch (seconds on a CPU). k is the same every epoch: empty clusters are always filled."""
+        """The convnet + a top layer of k outputs whose weights are drawn anew (N(0, 0.01), biases 0).
+
+        As the official code: the top layer is new every epoch (its optimizer state too), the convnet keeps
+        its optimizer state (reset_optimizer='all' resets that too). One compiled model is reused, so the
+        training step is not re-traced every epoch (seconds on a CPU); k is the same every epoch, since
+        empty clusters are always filled.
+        """
         if getattr(self, "model_", None) is None:
             self.model_ = with_top_layer(self.features_, self.k_, seed=self.seed)
             self.model_.compile(optimizer=self.make_optimizer(),
@@ -260,9 +265,11 @@ class DeepCluster(Method):
         top = self.model_.get_layer("top_layer")
         top.kernel.assign(keras.random.normal(top.kernel.shape, stddev=0.01, seed=self.seed * 1000 + epoch))
         top.bias.assign(keras.ops.zeros(top.bias.shape))
+        everything = self.params["reset_optimizer"] == "all"
         for v in self.model_.optimizer.variables:
-            if not v.path.endswith("learning_rate"):
-                v.assign(keras.ops.zeros(v.shape, v.dtype))
+            if v.path.endswith("learning_rate") or not (everything or "top_layer" in v.path):
+                continue
+            v.assign(keras.ops.zeros(v.shape, v.dtype))
         return self.model_
 
     # -------------------------------------------------------- checkpoints
@@ -300,9 +307,19 @@ class DeepCluster(Method):
         return int(state["epoch"]) + 1, labels
 
     # -------------------------------------------------------- fit / predict
+    def loop_images(self, n_images: int) -> np.ndarray | None:
+        """Indices of the images the DeepCluster loop runs on: a seeded random subset of `fit_images` (a CPU
+        budget; the final clustering still covers every image), or None for all."""
+        m = self.params["fit_images"]
+        if not m or m >= n_images:
+            return None
+        return np.sort(np.random.default_rng(self.seed).choice(n_images, m, replace=False))
+
     def fit(self, x, y=None):
         p = self.params
-        x = np.asarray(x)
+        x_all = np.asarray(x)
+        self.loop_index_ = self.loop_images(len(x_all))
+        x = x_all if self.loop_index_ is None else x_all[self.loop_index_]
         self.k_ = self.overclusters(len(x))
         check_k(self.k_, len(x))
         self.features_ = self.build(x.shape[1:])
@@ -338,9 +355,9 @@ class DeepCluster(Method):
                 print(f"epoch {epoch + 1}/{p['epochs']}: NMI(t, t-1) {nmi:.3f}  loss {h['loss'][-1]:.3f}  "
                       f"pseudo-label acc {h['accuracy'][-1]:.3f}  largest cluster {h['largest_cluster'][-1]:.1%}  "
                       f"{h['seconds'][-1]:.0f} s (features {t1 - t0:.0f}, kmeans {t2 - t1:.0f})", flush=True)
-        self.pseudo_labels_ = prev  # the last epoch's training targets
+        self.pseudo_labels_ = prev  # the last epoch's training targets (of the loop's images)
         t0 = time.perf_counter()
-        f = self.features(x)
+        f = self.features(x_all)
         self.clusterer_ = FeatureClusterer(self.n_clusters, p["final_pca_dim"], whiten=True, l2=True,
                                            algorithm="kmeans", n_init=p["final_n_init"], seed=self.seed).fit(f)
         self.labels_ = self.clusterer_.labels_
