@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -84,23 +85,84 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
     return result
 
 
-def run_all(dataset: str = "synthetic-signs", profile=None, seed: int = 0, out=None, **kw) -> list[dict]:
-    """Every registered method on one dataset (the README's 'run it' command)."""
+def suite_name(dataset: str, profile: str, test: str | None = None) -> str:
+    """'<dataset>-<profile>': the file stem of a suite's results ('npz:../x/gtsrb_train_32.npz' -> 'gtsrb')."""
+    kind, _, arg = dataset.partition(":")
+    name = re.split(r"[_-](train|test)", Path(arg.rstrip("/")).stem)[0] if arg else kind
+    test_name = suite_name(test, profile).rsplit("-", 1)[0] if test else name
+    if test_name != name:  # fit on one dataset, score on another
+        name += "-" + test_name
+    return f"{name}-{profile}"
+
+
+def run_all(dataset: str = "synthetic-signs", test: str | None = None, profile=None, seeds: int = 1,
+            methods=None, out_dir="results", name: str | None = None, **kw) -> list[dict]:
+    """Every registered method (or `methods`) x `seeds` seeds on one dataset: the kit's comparison.
+
+    Each run is written to results/<name>/<method>-seed<N>.json as soon as it ends, so an interrupted suite
+    resumes where it stopped (finished runs are read back, not rerun); then `report` writes
+    results/<name>.json, results/<name>.md and the figures. Methods that cannot run here (pretrained
+    weights offline) are reported as skipped, with why.
+    """
     from .methods import available
 
-    results = []
-    for m in available():
-        try:
-            results.append(run(m, dataset, profile=profile, seed=seed, verbose=False, **kw))
-        except (ConnectionError, FileNotFoundError, OSError) as e:  # e.g. pretrained weights offline
-            results.append({"method": m, "dataset": dataset, "error": f"{type(e).__name__}: {e}"})
-    print_table([r for r in results if "error" not in r])
-    for r in results:
-        if "error" in r:
-            print(f"SKIPPED {r['method']}: {r['error']}")
-    if out:
-        write_json(out, results)
-    return results
+    prof = runtime.setup(0, profile, verbose=True).profile.name  # the profile is printed first
+    folder = Path(out_dir) / (name or suite_name(dataset, prof, test))
+    skipped = []
+    for m in methods or available():
+        for seed in range(seeds):
+            path = folder / f"{m}-seed{seed}.json"
+            if path.is_file():
+                print(f"{m} seed {seed}: done earlier ({path})")
+                continue
+            print(f"{m} seed {seed}: running", flush=True)
+            try:
+                run(m, dataset, test=test, profile=prof, seed=seed, verbose=False, out=path, **kw)
+            except (ConnectionError, FileNotFoundError, OSError) as e:  # e.g. pretrained weights offline
+                skipped.append({"method": m, "seed": seed, "error": f"{type(e).__name__}: {e}"})
+                print(f"SKIPPED {m}: {type(e).__name__}: {e}")
+                break
+    summary = report(folder, skipped=skipped)
+    print(Path(summary["markdown"]).read_text())
+    return summary["runs"]
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per (method, dataset, protocol, profile): mean and std over seeds of ACC, NMI, ARI, seconds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["dataset"], r.get("test_dataset"), r["profile"]), []).append(r)
+    rows = []
+    for (method, dataset, test, profile), rs in groups.items():
+        row = {"method": method, "dataset": dataset, "test_dataset": test, "profile": profile,
+               "protocol": rs[0].get("protocol"), "n_train": rs[0].get("n_train"), "n_eval": rs[0].get("n_eval"),
+               "k": rs[0].get("k"), "seeds": sorted(r["seed"] for r in rs), "device": rs[0].get("device"),
+               "date": max(r.get("date", "") for r in rs)}
+        for key in ("acc", "nmi", "ari", "seconds", "cpu_seconds"):
+            vals = np.array([r[key] for r in rs if r.get(key) is not None], float)
+            row[key] = float(vals.mean()) if len(vals) else None
+            row[key + "_std"] = float(vals.std()) if len(vals) > 1 else 0.0 if len(vals) else None
+        row["warnings"] = sorted({r["warning"] for r in rs if r.get("warning")})
+        rows.append(row)
+    return sorted(rows, key=lambda r: -(r["acc"] or 0))
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: ACC, NMI, ARI as mean ± std over the seeds, seconds, machine and date."""
+    def pm(r, key):
+        if r[key] is None:
+            return "-"
+        return f"{r[key]:.3f}" + (f" ± {r[key + '_std']:.3f}" if len(r["seeds"]) > 1 else "")
+
+    cols = ["method", "ACC", "NMI", "ARI", "seconds", "CPU s", "seeds", "n_train", "n_eval", "k", "protocol",
+            "device", "date"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [r["method"] + (" ⚠" if r["warnings"] else ""), pm(r, "acc"), pm(r, "nmi"), pm(r, "ari"),
+                 _secs(r["seconds"]), _secs(r["cpu_seconds"]), str(len(r["seeds"])), _fmt(r["n_train"]),
+                 _fmt(r["n_eval"]), _fmt(r["k"]), _fmt(r["protocol"]).split(" (")[0], _fmt(r["device"]), _fmt(r["date"])[:10]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def print_table(results: list[dict]) -> None:
@@ -126,28 +188,76 @@ def write_json(path, obj) -> Path:
     return path
 
 
-def markdown_table(results: list[dict]) -> str:
-    """A Markdown table of benchmark results (one row each), with profile, machine and date."""
-    cols = ["method", "dataset", "protocol", "profile", "n_train", "n_eval", "k", "acc", "nmi", "ari", "seconds",
-            "cpu_seconds", "device", "date"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in results:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def report(folder) -> Path:
-    """Write folder/README.md: the table of every result JSON in the folder."""
-    folder = Path(folder)
-    results = []
-    for f in sorted(folder.glob("*.json")):
+def load_runs(folder) -> list[dict]:
+    """Every run JSON in a suite folder (each written by the benchmark command)."""
+    runs = []
+    for f in sorted(Path(folder).glob("*.json")):
         data = json.loads(f.read_text())
-        results += data if isinstance(data, list) else [data]
-    out = folder / "README.md"
-    text = (f"# Results in {folder.name}\n\nWritten by `python -m course_lib report {folder}` from the JSON files "
-            f"beside it (each from `python -m course_lib benchmark ... --out`).\n\n" + markdown_table(results))
-    out.write_text(text)
-    return out
+        runs += data if isinstance(data, list) else [data]
+    return [r for r in runs if "acc" in r]
+
+
+def report(folder, skipped=()) -> dict:
+    """From the run JSONs in `folder` (results/<name>/), write results/<name>.json (runs + per-method
+    summary), results/<name>.md (the table, mean ± std over seeds) and results/<name>-scores.png /
+    -time.png. Returns the written summary with the paths."""
+    folder = Path(folder)
+    runs = load_runs(folder)
+    if not runs:
+        raise FileNotFoundError(f"no result JSON in {folder}: run `python -m course_lib benchmark --all ...` "
+                                "or `benchmark --method M --out {folder}/M-seed0.json` first")
+    rows = summarise(runs)
+    base = folder.parent / folder.name
+    figures = _figures(rows, base)
+    text = (f"# Results: {folder.name}\n\nWritten by `python -m course_lib report {folder.as_posix()}` from the "
+            f"{len(runs)} run JSONs in `{folder.name}/` (each written by `python -m course_lib benchmark`).\n"
+            f"ACC is Hungarian-matched accuracy; supervised-cnn is the labelled upper reference.\n\n"
+            + summary_table(rows)
+            + "".join(f"\n- {r['method']}: {w}" for r in rows for w in r["warnings"])
+            + "".join(f"\n- skipped {s['method']}: {s['error']}" for s in skipped)
+            + "".join(f"\n\n![{Path(f).stem}]({Path(f).name})" for f in figures) + "\n")
+    md = base.with_suffix(".md")
+    md.write_text(text)
+    summary = {"name": folder.name, "summary": rows, "runs": runs, "skipped": list(skipped),
+               "markdown": str(md), "figures": [str(f) for f in figures]}
+    write_json(base.with_suffix(".json"), summary)
+    return summary
+
+
+def update_readme(readme, summary: dict) -> Path:
+    """Replace the block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in `readme` with the
+    suite's table (the markers are added at the end the first time)."""
+    readme, name = Path(readme), summary["name"]
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    folder = Path(summary["markdown"]).with_suffix("")
+    try:
+        shown = folder.resolve().relative_to(readme.resolve().parent).as_posix()
+    except ValueError:
+        shown = folder.as_posix()
+    block = (f"{start}\nWritten by `python -m course_lib report {shown} --readme {readme.name}` from the runs in "
+             f"`{shown}/` (each from `python -m course_lib benchmark`):\n\n"
+             f"{summary_table(summary['summary'])}{end}")
+    text = readme.read_text() if readme.is_file() else ""
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(text)
+    return readme
+
+
+def _figures(rows: list[dict], base: Path) -> list[Path]:
+    """<name>-scores.png (ACC/NMI/ARI bars, std over seeds) and <name>-time.png (seconds vs ACC)."""
+    from . import viz
+
+    paths = [base.parent / f"{base.name}-scores.png", base.parent / f"{base.name}-time.png"]
+    viz.results_bars(rows, base.name).savefig(paths[0], dpi=110)
+    viz.cost_vs_acc(rows, f"{base.name}: cost vs ACC").savefig(paths[1], dpi=110)
+    return paths
+
+
+def _secs(v) -> str:
+    return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
 
 def _fmt(v) -> str:

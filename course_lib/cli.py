@@ -23,7 +23,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command")
     b = sub.add_parser("benchmark", help="fit a method without labels and score it (no arguments: every "
                                          "method on synthetic-signs, quick profile)")
-    b.add_argument("--method", help="a registered method (default: all)")
+    b.add_argument("--method", help="one registered method (default: --all)")
+    b.add_argument("--all", action="store_true", help="every registered method (the default without --method)")
+    b.add_argument("--methods", help="a comma-separated subset of methods for the suite")
+    b.add_argument("--seeds", type=int, help="run each method with seeds 0..N-1 into results/<dataset>-<profile>/ "
+                                             "and write the summary (mean ± std) beside it")
+    b.add_argument("--out-dir", default="results", help="the suite's folder (default: results)")
+    b.add_argument("--name", help="the suite's name (default: <dataset>-<profile>)")
     b.add_argument("--dataset", default="synthetic-signs", help="e.g. gtsrb, npz:PATH, mnist, digits")
     b.add_argument("--test", help="fit on --dataset, score on this one (its test split)")
     b.add_argument("--holdout", type=float, help="score on a track-wise held-out fraction of --dataset")
@@ -35,16 +41,23 @@ def main(argv=None) -> int:
                    help="a method hyperparameter, e.g. --option centre_crop=0.75 (repeatable)")
     b.add_argument("--out", help="write the result as JSON here")
     sub.add_parser("info", help="versions, devices, profile and the datasets found")
-    rep = sub.add_parser("report", help="write FOLDER/README.md, a table of the result JSONs in FOLDER")
+    rep = sub.add_parser("report", help="summarise the run JSONs in results/NAME/ into results/NAME.json, "
+                                        ".md and figures")
     rep.add_argument("folder")
+    rep.add_argument("--readme", help="also put the table into this Markdown file (between results markers)")
     args = parser.parse_args(argv)
 
-    if args.command in (None, "benchmark") and not getattr(args, "method", None):
+    if args.command is None:
+        args = parser.parse_args(["benchmark"])
+    if args.command == "benchmark" and (args.all or args.seeds or args.methods or not args.method):
         from .benchmark import run_all
 
-        a = args if args.command else parser.parse_args(["benchmark"])
-        run_all(a.dataset, profile=a.profile or "quick", seed=a.seed, out=a.out, test=a.test,
-                holdout=a.holdout, k=a.k)
+        if args.out:
+            parser.error("--out is for one run (--method M); a suite writes into --out-dir")
+        methods = args.methods.split(",") if args.methods else [args.method] if args.method else None
+        run_all(args.dataset, test=args.test, profile=args.profile or os.environ.get("COURSE_PROFILE", "quick"), seeds=args.seeds or 1,
+                methods=methods, out_dir=args.out_dir, name=args.name, holdout=args.holdout, k=args.k,
+                options=dict(args.option) or None, image_size=args.image_size)
         return 0
     if args.command == "benchmark":
         from .benchmark import run
@@ -55,7 +68,14 @@ def main(argv=None) -> int:
     if args.command == "report":
         from .benchmark import report
 
-        print(report(args.folder).read_text())
+        from pathlib import Path
+
+        summary = report(args.folder)
+        print(Path(summary["markdown"]).read_text())
+        if args.readme:
+            from .benchmark import update_readme
+
+            print(f"table written into {update_readme(args.readme, summary)}")
         return 0
     if args.command == "info":
         info()

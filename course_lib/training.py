@@ -20,7 +20,8 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records seconds per epoch into the history (logs['seconds'])."""
+    """Records seconds per epoch and the epoch's index into the history (logs['seconds'], logs['epoch']): after
+    a resume the history shows which epochs this call ran."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -28,6 +29,7 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["seconds"] = time.perf_counter() - self._t0
+            logs["epoch"] = epoch
 
 
 class _AugmentedBatches(keras.utils.PyDataset):

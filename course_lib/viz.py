@@ -207,7 +207,7 @@ def _tick_names(class_names, n: int):
     return [f"{i} {textwrap.shorten(str(name), 24, placeholder='…')}" for i, name in enumerate(class_names[:n])]
 
 
-def training_curves(history, title: str | None = None, skip=("seconds", "learning_rate", "lr")) -> Figure:
+def training_curves(history, title: str | None = None, skip=("seconds", "epoch", "learning_rate", "lr")) -> Figure:
     """Per-epoch curves from a Keras history dict (or History), one axis per metric family:
     `loss` and `val_loss` share an axis, `accuracy` and `val_accuracy` another, and so on.
 
@@ -275,4 +275,33 @@ def cluster_size_bars(y_pred, y_true=None, title: str | None = None) -> Figure:
     share = sizes[0] / max(len(y_pred), 1)
     ax.set_title(title or f"cluster sizes, sorted: largest holds {share:.0%} of the images", fontsize=9)
     ax.legend(fontsize=7)
+    return fig
+
+
+def results_bars(rows: list[dict], title: str | None = None, references: dict | None = None) -> Figure:
+    """ACC / NMI / ARI per method (rows from `benchmark.summarise`), error bars = std over seeds; optional
+    horizontal reference lines {label: ACC} (e.g. the seeds' published numbers)."""
+    fig = _figure(max(6.0, 0.9 * len(rows) + 2), 3.8)
+    ax = fig.subplots()
+    pos, width = np.arange(len(rows)), 0.27
+    for i, key in enumerate(("acc", "nmi", "ari")):
+        ax.bar(pos + (i - 1) * width, [r[key] or 0 for r in rows], width,
+               yerr=[r.get(key + "_std") or 0 for r in rows], capsize=2, label=key.upper())
+    for j, (label, acc) in enumerate((references or {}).items()):
+        ax.axhline(acc, color="0.3", lw=0.8, ls=(0, (4, 2 + j)))
+        ax.annotate(label, (len(rows) - 0.5, acc), fontsize=7, ha="right", va="bottom", color="0.3")
+    ax.set_xticks(pos, [r["method"] for r in rows], rotation=30, ha="right")
+    ax.set(ylim=(0, 1), ylabel="score", title=title)
+    ax.legend(ncols=3, loc="upper right", fontsize=8)
+    return fig
+
+
+def cost_vs_acc(rows: list[dict], title: str | None = None) -> Figure:
+    """Wall seconds (log scale) against ACC, one labelled point per method."""
+    fig = _figure(6.0, 4.0)
+    ax = fig.subplots()
+    for r in rows:
+        ax.errorbar(r["seconds"], r["acc"], yerr=r.get("acc_std") or 0, fmt="o", capsize=2)
+        ax.annotate(r["method"], (r["seconds"], r["acc"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel="seconds (fit + predict, wall)", ylabel="ACC", ylim=(0, 1), title=title)
     return fig

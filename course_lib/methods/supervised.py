@@ -47,6 +47,9 @@ class SupervisedCNN(Method):
             self.model_, x.astype("float32"), np.asarray(y), epochs=p["epochs"], batch_size=p["batch_size"],
             checkpoint_dir=p["checkpoint_dir"], verbose=p["verbose"], seed=self.seed,
             augmenter=augment.weak_augmenter(seed=self.seed) if p["augment"] else None)
+        ran = [int(e) for e in self.history_.get("epoch", [])]
+        self.log_ = {"epochs": p["epochs"], "epochs_run_now": ran,
+                     "resumed_after_epoch": ran[0] if ran and ran[0] > 0 else None}
         return self
 
     def predict_proba(self, x):
