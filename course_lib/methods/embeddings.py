@@ -22,8 +22,8 @@ import numpy as np
 from keras import layers, ops
 
 from .. import augment, losses, models, training
-from ..clustering import FeatureClusterer
-from . import Method, register
+from . import register
+from .pixels import FeatureKMeans
 
 # the clustering half of every method here: the same options and defaults as pixels-kmeans
 CLUSTER_DEFAULTS = dict(pca_dim=50, whiten=True, l2=True, algorithm="kmeans", n_init=10)
@@ -224,16 +224,13 @@ class SimilarityModel(keras.Model):
 
 
 # ---------------------------------------------------------------- methods
-class EmbeddingKMeans(Method):
+class EmbeddingKMeans(FeatureKMeans):
     """Train a network without labels, embed with its encoder, then PCA (whitened) -> L2 -> KMeans."""
 
-    defaults: dict = {}
+    defaults: dict = CLUSTER_DEFAULTS
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
-        super().__init__(n_clusters, seed, **{**CLUSTER_DEFAULTS, **self.defaults, **params})
-        p = self.params
-        self.clusterer = FeatureClusterer(n_clusters, p["pca_dim"], p["whiten"], p["l2"], p["algorithm"],
-                                          p["n_init"], seed)
+        super().__init__(n_clusters, seed, **params)
         self.timings_: dict[str, float] = {}
 
     def build(self, input_shape) -> tuple[keras.Model, keras.Model]:
@@ -268,16 +265,14 @@ class EmbeddingKMeans(Method):
         self.timings_["embedding"] = self.timings_.get("embedding", 0.0) + time.perf_counter() - t0
         return np.asarray(f, np.float32)
 
+    features = embed  # what FeatureKMeans clusters
+
     def fit(self, x, y=None):
         self.train(x)
         t0 = time.perf_counter()
-        self.clusterer.fit(self.embed(x))
-        self.timings_["pca+clustering"] = time.perf_counter() - t0
-        self.labels_ = self.clusterer.labels_
+        super().fit(x)
+        self.timings_["embedding+clustering"] = time.perf_counter() - t0
         return self
-
-    def predict(self, x):
-        return self.clusterer.predict(self.embed(x))
 
 
 @register
@@ -292,8 +287,9 @@ class AutoencoderKMeans(EmbeddingKMeans):
     """
 
     name = "autoencoder-kmeans"
-    defaults = dict(code_dim=128, width=16, bottleneck="dense", crop=0.75, standardise=True, augment=None,
-                    noise=0.0, epochs=12, batch_size=128, learning_rate=2e-3, checkpoint_dir=None, verbose=0)
+    defaults = dict(CLUSTER_DEFAULTS, code_dim=128, width=16, bottleneck="dense", crop=0.75, standardise=True,
+                    augment=None, noise=0.0, epochs=12, batch_size=128, learning_rate=2e-3, checkpoint_dir=None,
+                    verbose=0)
     presets = {
         "quick": dict(epochs=4),
         "standard": dict(epochs=12),
@@ -342,8 +338,8 @@ class PairKMeans(EmbeddingKMeans):
     """
 
     name = "pair-kmeans"
-    defaults = dict(embedding_dim=128, width=16, head_units=64, augment="strong", epochs=10, batch_size=128,
-                    learning_rate=2e-3, checkpoint_dir=None, verbose=0)
+    defaults = dict(CLUSTER_DEFAULTS, embedding_dim=128, width=16, head_units=64, augment="strong", epochs=10,
+                    batch_size=128, learning_rate=2e-3, checkpoint_dir=None, verbose=0)
     presets = {
         "quick": dict(epochs=3, augment="weak"),  # strong views cost as much CPU as the training steps
         "standard": dict(epochs=10),
@@ -374,8 +370,8 @@ class SimilarityKMeans(EmbeddingKMeans):
     """
 
     name = "similarity-kmeans"
-    defaults = dict(embedding_dim=128, width=16, temperature=0.1, projection_dim=0, augment="strong", epochs=10,
-                    batch_size=256, learning_rate=2e-3, checkpoint_dir=None, verbose=0)
+    defaults = dict(CLUSTER_DEFAULTS, embedding_dim=128, width=16, temperature=0.1, projection_dim=0,
+                    augment="strong", epochs=10, batch_size=256, learning_rate=2e-3, checkpoint_dir=None, verbose=0)
     presets = {
         "quick": dict(epochs=3, augment="weak"),  # strong views cost as much CPU as the training steps
         "standard": dict(epochs=10),
