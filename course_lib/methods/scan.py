@@ -201,7 +201,7 @@ class SCAN(Method):
     # against ~25% for a SimCLR net trained for the minutes a CPU allows (../shared/MEASURED.md).
     presets = {
         "quick": dict(pretext="hog", scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
-        "standard": dict(pretext="hog", scan_epochs=40, selflabel_rounds=3, selflabel_epochs=2),
+        "standard": dict(pretext="hog", scan_epochs=40, selflabel_rounds=2, selflabel_epochs=4),
         "full": dict(pretext_epochs=200, scan_epochs=100, end_to_end=True, selflabel_rounds=20,
                      selflabel_epochs=5, width=64, batch_size=512),
     }
@@ -309,23 +309,28 @@ class SCAN(Method):
         return np.concatenate(out, axis=1)
 
     def self_label(self, x, probs):
-        """Step 4 (Algorithm 1, lines 9-12): while the confident set Y grows, train a CNN with cross-entropy on
-        Y's pseudo-labels (strong augmentation, class-balanced weights). A round whose model is confident about
-        fewer samples is not kept (no labels involved). Returns the final probabilities on x, or None when
-        self-labeling was skipped or no round improved on the SCAN step."""
+        """Step 4 (Algorithm 1, lines 9-12): train a CNN with cross-entropy on the confident samples' pseudo-labels
+        (confidence >= `threshold`), strongly augmented, class-balanced; then relabel with the CNN and repeat on
+        its own confident set. Round 0 starts from the SCAN head's confident set; a later round whose set does
+        not grow ends the loop (no labels involved). Returns the CNN's probabilities on x, or None when too
+        few samples are confident to start (with a warning that says what to change)."""
         keras = _keras()
         p = self.params
         t0 = time.perf_counter()
         thr = p["threshold"]
         counts = [int((probs.max(1) >= thr).sum())]
-        self.classifier_, best_weights, model = None, None, None
+        self.classifier_, model = None, None
         for rnd in range(p["selflabel_rounds"]):
             conf = probs.max(1) >= thr
-            if conf.sum() < self.n_clusters:
-                msg = (f"self-labeling skipped: only {int(conf.sum())} of {len(x)} samples have confidence >= "
-                       f"{thr}; lower `threshold` (e.g. 0.9) or train the SCAN step longer")
+            if conf.sum() < max(self.n_clusters, p["batch_size"] // 4):
+                msg = (f"self-labeling {'skipped' if model is None else 'stopped'}: only {int(conf.sum())} of "
+                       f"{len(x)} samples have confidence >= {thr}; lower `threshold` (e.g. 0.9) or train the "
+                       "SCAN step longer")
                 warnings.warn(msg, stacklevel=2)
                 self.log_["selflabel_warning"] = msg
+                break
+            if rnd > 0 and counts[-1] <= counts[-2]:
+                self._say("self-label: the confident set stopped growing")
                 break
             labels = probs.argmax(1)
             if model is None:
@@ -342,16 +347,11 @@ class SCAN(Method):
                                               augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + rnd),
                                               seed=self.seed + rnd)
             model.fit(data, epochs=epochs, class_weight=weights, verbose=0, shuffle=False)
-            new = model.predict(x.astype("float32"), batch_size=512, verbose=0)
-            counts.append(int((new.max(1) >= thr).sum()))
-            self._say(f"self-label round {rnd}: trained on {int(conf.sum())}, now {counts[-1]} confident")
-            if counts[-1] <= counts[-2]:
-                self._say("self-label: the confident set stopped growing; keeping the previous model")
-                break
-            probs, best_weights = new, model.get_weights()
-        if best_weights is not None:
-            model.set_weights(best_weights)
+            probs = model.predict(x.astype("float32"), batch_size=512, verbose=0)
             self.classifier_ = model
+            counts.append(int((probs.max(1) >= thr).sum()))
+            self._say(f"self-label round {rnd}: trained on {int(conf.sum())} for {epochs} epochs, "
+                      f"now {counts[-1]} confident")
         self.log_.update(selflabel_confident=counts, selflabel_seconds=time.perf_counter() - t0)
         return probs if self.classifier_ is not None else None
 
