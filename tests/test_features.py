@@ -50,3 +50,14 @@ def test_hog_kmeans_on_real_digits_beats_pixels():
     hog = benchmark.run("hog-kmeans", "digits", profile="quick", options={"border": 0}, verbose=False)
     pix = benchmark.run("pixels-kmeans", "digits", profile="quick", verbose=False)
     assert hog["acc"] > 0.6 and hog["acc"] > pix["acc"] - 0.05
+
+
+def test_prepare_images_crops_the_centre_and_stretches_dark_images():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(10, 40, (2, 32, 32, 3)).astype(np.uint8)  # a nearly black frame, as many GTSRB ones
+    out = features.prepare_images(dark, centre_crop=0.75, autocontrast=True)
+    assert out.shape == (2, 24, 24, 3) and out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255
+    np.testing.assert_array_equal(features.prepare_images(dark), dark)  # defaults: untouched
+    with pytest.raises(ValueError, match="centre_crop"):
+        features.prepare_images(dark, centre_crop=0)

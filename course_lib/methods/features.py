@@ -170,11 +170,30 @@ def load_h5_weights_by_name(model, path: str) -> int:
     return loaded
 
 
+def prepare_images(x: np.ndarray, centre_crop: float = 1.0, autocontrast: bool = False) -> np.ndarray:
+    """Before a backbone: keep the central `centre_crop` of the side (GTSRB signs sit in the middle, the
+    border is background) and, with `autocontrast`, stretch each image to the full 0-255 range (many GTSRB
+    frames are nearly black; ImageNet features of a dark image describe the darkness)."""
+    if not 0 < centre_crop <= 1:
+        raise ValueError(f"centre_crop is a fraction of the side in (0, 1], got {centre_crop}")
+    if centre_crop < 1:
+        h, w = x.shape[1:3]
+        ch, cw = max(1, round(h * centre_crop)), max(1, round(w * centre_crop))
+        x = x[:, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+    if autocontrast:
+        lo = x.min(axis=(1, 2, 3), keepdims=True).astype(np.float32)
+        hi = x.max(axis=(1, 2, 3), keepdims=True).astype(np.float32)
+        x = ((x - lo) * (255.0 / np.maximum(hi - lo, 1.0))).round().astype(np.uint8)
+    return np.ascontiguousarray(x)
+
+
 def extract_features(x: np.ndarray, backbone: str = "vgg16", image_size: int = 64, weights="imagenet",
                      layer: str | None = None, batch_size: int = 128, cache: bool = True,
-                     verbose: int = 1, preprocess: bool = True) -> np.ndarray:
-    """Pooled backbone features of uint8 images, batched with a progress bar and cached on disk per
-    (backbone, layer, size, weights, images)."""
+                     verbose: int = 1, preprocess: bool = True, centre_crop: float = 1.0,
+                     autocontrast: bool = False) -> np.ndarray:
+    """Pooled backbone features of uint8 images (after `prepare_images`), batched with a progress bar and
+    cached on disk per (backbone, layer, size, weights, preprocessing, images)."""
+    x = prepare_images(x, centre_crop, autocontrast)
     digest = hashlib.sha1(np.ascontiguousarray(x).data).hexdigest()[:16]
     tag = "random" if weights is None else Path(str(weights)).stem[:20]
     path = data_dir() / "cache" / "features" / f"{backbone}-{layer or 'last'}-{image_size}-{tag}{'' if preprocess else '-raw'}-{digest}.npy"
@@ -204,7 +223,8 @@ class FeaturesKMeans(FeatureKMeans):
     """Pretrained backbone features -> PCA (whitened) -> L2 -> KMeans / MiniBatchKMeans / GMM / agglomerative."""
 
     name = "features-kmeans"
-    defaults = dict(backbone="vgg16", image_size=64, weights="imagenet", layer=None, preprocess=True, pca_dim=50,
+    defaults = dict(backbone="vgg16", image_size=64, weights="imagenet", layer=None, preprocess=True,
+                    centre_crop=1.0, autocontrast=False, pca_dim=50,
                     whiten=True, l2=True, algorithm="kmeans", n_init=10, cache=True, verbose=0)
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
@@ -215,7 +235,8 @@ class FeaturesKMeans(FeatureKMeans):
         p = self.params
         t0 = time.perf_counter()
         f = extract_features(x, p["backbone"], p["image_size"], p["weights"], p["layer"], cache=p["cache"],
-                             verbose=p["verbose"], preprocess=p["preprocess"])
+                             verbose=p["verbose"], preprocess=p["preprocess"], centre_crop=p["centre_crop"],
+                             autocontrast=p["autocontrast"])
         self.timings_["extraction"] = self.timings_.get("extraction", 0) + time.perf_counter() - t0
         return f
 
