@@ -195,13 +195,13 @@ class SCAN(Method):
     name = "scan"
     defaults = dict(pretext="simclr", pretext_epochs=20, width=32, batch_size=256, lr=1e-3, temperature=0.1,
                     n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30, end_to_end=False,
-                    threshold=0.99, selflabel_rounds=5, selflabel_epochs=2, selflabel_min_steps=300, cache_dir=None,
+                    threshold=0.99, selflabel_rounds=5, selflabel_epochs=2, selflabel_min_steps=200, cache_dir=None,
                     verbose=0)
     # On a CPU the neighbours come from HOG: 74% of GTSRB's HOG neighbours from *other* tracks share the class,
     # against ~25% for a SimCLR net trained for the minutes a CPU allows (../shared/MEASURED.md).
     presets = {
         "quick": dict(pretext="hog", scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
-        "standard": dict(pretext="hog", scan_epochs=40, selflabel_rounds=2, selflabel_epochs=4),
+        "standard": dict(pretext="hog", scan_epochs=40, selflabel_rounds=3, selflabel_epochs=5),
         "full": dict(pretext_epochs=200, scan_epochs=100, end_to_end=True, selflabel_rounds=20,
                      selflabel_epochs=5, width=64, batch_size=512),
     }
@@ -308,18 +308,46 @@ class SCAN(Method):
         out = [ops.convert_to_numpy(self.scan_model_.probs(inputs[i:i + 2048])) for i in range(0, len(inputs), 2048)]
         return np.concatenate(out, axis=1)
 
-    def self_label(self, x, probs):
-        """Step 4 (Algorithm 1, lines 9-12): train a CNN with cross-entropy on the confident samples' pseudo-labels
-        (confidence >= `threshold`), strongly augmented, class-balanced; then relabel with the CNN and repeat on
-        its own confident set. Round 0 starts from the SCAN head's confident set; a later round whose set does
-        not grow ends the loop (no labels involved). Returns the CNN's probabilities on x, or None when too
-        few samples are confident to start (with a warning that says what to change)."""
+    def selflabel_model(self, x):
+        """A copy of the SCAN network (encoder + the kept head) to fine-tune: self-labeling continues training
+        the same network, as in the paper, so its confidences are comparable with the SCAN step's."""
         keras = _keras()
+        old = self.scan_model_.encoder
+        if self._end_to_end():
+            encoder = models.small_cnn_backbone(x.shape[1:], width=self.params["width"])
+        else:
+            encoder = feature_encoder(old.input_shape[-1])
+        encoder.set_weights(old.get_weights())
+        head = keras.layers.Dense(self.n_clusters, activation="softmax", dtype="float32", name="selflabel_head")
+        model = keras.Sequential([keras.Input(old.input_shape[1:]), encoder, head], name="selflabel")
+        head.set_weights(self.scan_model_.heads[self.best_head_].get_weights())
+        model.compile(keras.optimizers.Adam(self.params["lr"] / (10 if self._end_to_end() else 1)),
+                      "sparse_categorical_crossentropy")
+        return model
+
+    def _cluster_floor(self, probs, labels, conf) -> np.ndarray:
+        """Every cluster's most confident members up to a quarter of an average confident cluster: at 0.99 a
+        few clusters may have no confident sample at all, and cross-entropy would then train them away."""
+        floor = math.ceil(0.25 * conf.sum() / self.n_clusters)
+        extra = np.zeros(len(labels), bool)
+        for c in range(self.n_clusters):
+            members = np.flatnonzero(labels == c)
+            if 0 < (conf[members]).sum() < floor or (len(members) and not conf[members].any()):
+                extra[members[np.argsort(-probs[members, c])[:floor]]] = True
+        return extra
+
+    def self_label(self, x, probs):
+        """Step 4 (Algorithm 1, lines 9-12): while the confident set Y (confidence >= `threshold`) grows,
+        fine-tune the SCAN network with cross-entropy on Y's pseudo-labels, class-balanced. Inputs are
+        strongly augmented images when the network is a CNN (end_to_end); on frozen pretext features the
+        encoder's feature noise and dropout are the augmentation. A round after which fewer samples are
+        confident is undone and ends the loop (no labels involved). Returns the final probabilities on x, or
+        None when too few samples are confident to start or no round was kept (with the reason in log_)."""
         p = self.params
         t0 = time.perf_counter()
         thr = p["threshold"]
         counts = [int((probs.max(1) >= thr).sum())]
-        self.classifier_, model = None, None
+        self.classifier_, model, kept, inputs = None, None, None, None
         for rnd in range(p["selflabel_rounds"]):
             conf = probs.max(1) >= thr
             if conf.sum() < max(self.n_clusters, p["batch_size"] // 4):
@@ -329,30 +357,36 @@ class SCAN(Method):
                 warnings.warn(msg, stacklevel=2)
                 self.log_["selflabel_warning"] = msg
                 break
-            if rnd > 0 and counts[-1] <= counts[-2]:
-                self._say("self-label: the confident set stopped growing")
-                break
             labels = probs.argmax(1)
+            conf = conf | self._cluster_floor(probs, labels, conf)
             if model is None:
-                backbone = models.small_cnn_backbone(x.shape[1:], width=p["width"])
-                if self.backbone_ is not None:  # start from the pretext network (SimCLR / RotNet)
-                    backbone.set_weights(self.backbone_.get_weights())
-                model = models.classifier(backbone, self.n_clusters, dropout=0.3, name="selflabel")
-                model.compile(keras.optimizers.Adam(p["lr"]), "sparse_categorical_crossentropy")
+                model, inputs = self.selflabel_model(x), self._head_input(x)
+            before = model.get_weights()
             freq = np.bincount(labels[conf], minlength=self.n_clusters).astype(float)
             weights = {c: (conf.sum() / (self.n_clusters * f)) if f else 0.0 for c, f in enumerate(freq)}
             steps_per_epoch = math.ceil(conf.sum() / p["batch_size"])
             epochs = max(p["selflabel_epochs"], math.ceil(p["selflabel_min_steps"] / steps_per_epoch))
-            data = training.augmented_batches(x[conf].astype("float32"), labels[conf], p["batch_size"],
-                                              augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + rnd),
-                                              seed=self.seed + rnd)
-            model.fit(data, epochs=epochs, class_weight=weights, verbose=0, shuffle=False)
-            probs = model.predict(x.astype("float32"), batch_size=512, verbose=0)
-            self.classifier_ = model
-            counts.append(int((probs.max(1) >= thr).sum()))
+            if self._end_to_end():
+                data = training.augmented_batches(
+                    inputs[conf].astype("float32"), labels[conf], p["batch_size"],
+                    augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + rnd), seed=self.seed + rnd)
+                model.fit(data, epochs=epochs, class_weight=weights, verbose=0, shuffle=False)
+            else:
+                model.fit(inputs[conf], labels[conf], batch_size=p["batch_size"], epochs=epochs,
+                          class_weight=weights, verbose=0, shuffle=True)
+            new = model.predict(inputs, batch_size=2048, verbose=0)
+            counts.append(int((new.max(1) >= thr).sum()))
             self._say(f"self-label round {rnd}: trained on {int(conf.sum())} for {epochs} epochs, "
                       f"now {counts[-1]} confident")
-        self.log_.update(selflabel_confident=counts, selflabel_seconds=time.perf_counter() - t0)
+            if counts[-1] <= counts[-2]:
+                model.set_weights(before)  # Algorithm 1 loops while Len(Y) increases: this round is undone
+                self.log_["selflabel_stop"] = f"round {rnd}: the confident set did not grow ({counts[-2]} -> {counts[-1]})"
+                break
+            probs, kept = new, rnd
+        if kept is not None:
+            self.classifier_ = model
+        self.log_.update(selflabel_confident=counts, selflabel_rounds_kept=0 if kept is None else kept + 1,
+                         selflabel_seconds=time.perf_counter() - t0)
         return probs if self.classifier_ is not None else None
 
     # ---- estimator API
@@ -367,8 +401,11 @@ class SCAN(Method):
         self.self_label(x, probs)
         return self
 
+    def _end_to_end(self) -> bool:
+        return bool(self.params["end_to_end"] and self.backbone_ is not None)
+
     def _head_input(self, x):
-        return x if (self.params["end_to_end"] and self.backbone_ is not None) else self.features(x)
+        return x.astype("float32") if self._end_to_end() else self.features(x)
 
     def predict_steps(self, x) -> dict:
         """Cluster labels of x after each step: pretext + KMeans, SCAN, self-labeling."""
@@ -379,9 +416,16 @@ class SCAN(Method):
             out["selflabel"] = self.predict_proba(x).argmax(1)
         return out
 
-    def predict_proba(self, x):
-        if self.classifier_ is not None:
-            return self.classifier_.predict(x.astype("float32"), batch_size=512, verbose=0)
+    def predict_proba(self, x, step: str | None = None):
+        """Cluster probabilities after the last step run (self-labeling when it kept a round, else SCAN), or
+        after `step` = "scan" | "selflabel"."""
+        step = step or ("selflabel" if self.classifier_ is not None else "scan")
+        if step == "selflabel":
+            if self.classifier_ is None:
+                raise ValueError("self-labeling kept no round (see log_['selflabel_confident']): use step='scan'")
+            return self.classifier_.predict(self._head_input(x), batch_size=2048, verbose=0)
+        if step != "scan":
+            raise ValueError(f"step must be 'scan' or 'selflabel', got {step!r}")
         return self._scan_probs(self._head_input(x))[self.best_head_]
 
     def predict(self, x):
