@@ -75,6 +75,8 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
                            for step, lab in est.predict_steps(ev.x).items()}
     if getattr(est, "log_", None):
         result["log"] = json.loads(json.dumps(est.log_, default=float))
+    if getattr(est, "timings_", None):  # seconds per stage (extraction, PCA + clustering, ...)
+        result["timings"] = {k: round(float(v), 2) for k, v in est.timings_.items()}
     if isinstance(getattr(est, "history_", None), dict):  # per-epoch curves (losses, DeepCluster's NMI(t, t-1))
         result["history"] = json.loads(json.dumps(est.history_, default=float).replace("NaN", "null"))
     if scores["largest_cluster"] > max(0.5, 3 * scores["largest_class"]) and not cls.predicts_labels:

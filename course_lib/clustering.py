@@ -5,6 +5,8 @@ MiniBatchKMeans / GaussianMixture / agglomerative.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
@@ -84,9 +86,12 @@ class FeatureClusterer:
 
     def fit(self, f: np.ndarray) -> "FeatureClusterer":
         check_k(self.n_clusters, len(f))
+        t0 = time.perf_counter()
         z = self.pipeline.fit_transform(f)
+        t1 = time.perf_counter()
         self.clusterer_ = make_clusterer(self.n_clusters, self.algorithm, self.seed, self.n_init)
         self.labels_ = np.asarray(self.clusterer_.fit_predict(z), np.int64)
+        self.timings_ = {"pca+l2": t1 - t0, self.algorithm: time.perf_counter() - t1}  # seconds per stage
         # agglomerative clustering has no out-of-sample rule: new points go to the nearest cluster mean
         self.centres_ = np.stack([z[self.labels_ == c].mean(0) for c in range(self.n_clusters)])
         return self

@@ -1,6 +1,8 @@
 """Clustering raw pixels: the first baseline every deep method must beat."""
 from __future__ import annotations
 
+import time
+
 from ..clustering import FeatureClusterer, pixel_features
 from . import Method, register
 
@@ -18,7 +20,11 @@ class FeatureKMeans(Method):
         raise NotImplementedError
 
     def fit(self, x, y=None):
-        self.clusterer.fit(self.features(x))
+        t0 = time.perf_counter()
+        f = self.features(x)
+        self.timings_ = {**getattr(self, "timings_", {}), "features": time.perf_counter() - t0}
+        self.clusterer.fit(f)
+        self.timings_.update(self.clusterer.timings_)  # seconds per stage: features, pca+l2, clustering
         self.labels_ = self.clusterer.labels_
         return self
 
