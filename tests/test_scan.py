@@ -56,3 +56,11 @@ def test_cnn_pretexts_train_and_feed_the_mining(pretext, tmp_path):
     again = scan.SCAN(10, pretext=pretext, pretext_epochs=1, batch_size=64, width=8, cache_dir=str(tmp_path))
     np.testing.assert_allclose(again.pretext(ds.x), f, atol=1e-5)  # resumed from the cached step
     assert "pretext_history" not in again.log_
+
+
+def test_a_nan_loss_stops_the_scan_step_with_advice():
+    est = scan.SCAN(3, n_heads=1, scan_epochs=1, batch_size=8)
+    est.backbone_ = None
+    feats = np.full((16, 4), np.nan, np.float32)  # broken features: the loss becomes NaN at once
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        est.cluster(np.zeros((16, 8, 8, 1), np.uint8), feats, np.tile(np.arange(1, 3), (16, 1)) % 16)

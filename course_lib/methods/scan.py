@@ -88,7 +88,8 @@ def train_simclr(x, epochs: int, batch_size: int, width: int, lr: float, tempera
     hist = {"loss": [], "seconds": []}
     for epoch in range(epochs):  # a fresh pairing order every epoch
         t0 = time.perf_counter()
-        h = model.fit(view_batches(x, batch_size, aug, seed + epoch), epochs=1, verbose=verbose, shuffle=False)
+        h = model.fit(view_batches(x, batch_size, aug, seed + epoch), epochs=1, verbose=verbose, shuffle=False,
+                      callbacks=[training.NaNGuard()])
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["seconds"].append(time.perf_counter() - t0)
     return backbone, hist
@@ -106,7 +107,8 @@ def train_rotnet(x, epochs: int, batch_size: int, width: int, lr: float, seed: i
         t0 = time.perf_counter()
         r = rng.integers(0, 4, len(x))  # one random rotation per image per epoch keeps an epoch at N images
         xr = np.stack([np.rot90(img, k) for img, k in zip(x, r)]).astype("float32")
-        h = clf.fit(xr, r, batch_size=batch_size, epochs=1, verbose=verbose, shuffle=True)
+        h = clf.fit(xr, r, batch_size=batch_size, epochs=1, verbose=verbose, shuffle=True,
+                    callbacks=[training.NaNGuard()])
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
         hist["seconds"].append(time.perf_counter() - t0)
@@ -290,11 +292,12 @@ class SCAN(Method):
             partner = neighbours[np.arange(len(inputs)), rng.integers(0, neighbours.shape[1], len(inputs))]
             if aug is not None:
                 data = view_batches(inputs, p["batch_size"], aug, self.seed + epoch, partner)
-                h = self.scan_model_.fit(data, epochs=1, verbose=0, shuffle=False)
+                h = self.scan_model_.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[training.NaNGuard()])
             else:
                 order = rng.permutation(len(inputs))
                 h = self.scan_model_.fit((inputs[order], inputs[partner[order]]), None,
-                                         batch_size=p["batch_size"], epochs=1, verbose=0, shuffle=False)
+                                         batch_size=p["batch_size"], epochs=1, verbose=0, shuffle=False,
+                                         callbacks=[training.NaNGuard()])
             hist.append(float(h.history["loss"][-1]))
         probs = self._scan_probs(inputs)
         head_losses = scan_head_losses(probs, neighbours, p["entropy_weight"])
@@ -372,10 +375,11 @@ class SCAN(Method):
                 data = training.augmented_batches(
                     inputs[conf].astype("float32"), labels[conf], p["batch_size"],
                     augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + rnd), seed=self.seed + rnd)
-                model.fit(data, epochs=epochs, class_weight=weights, verbose=0, shuffle=False)
+                model.fit(data, epochs=epochs, class_weight=weights, verbose=0, shuffle=False,
+                          callbacks=[training.NaNGuard()])
             else:
                 model.fit(inputs[conf], labels[conf], batch_size=p["batch_size"], epochs=epochs,
-                          class_weight=weights, verbose=0, shuffle=True)
+                          class_weight=weights, verbose=0, shuffle=True, callbacks=[training.NaNGuard()])
             new = model.predict(inputs, batch_size=2048, verbose=0)
             counts.append(int((new.max(1) >= thr).sum()))
             self._say(f"self-label round {rnd}: trained on {int(conf.sum())} for {epochs} epochs, "
