@@ -227,23 +227,9 @@ class FeaturesKMeans(FeatureKMeans):
                     centre_crop=1.0, autocontrast=False, pca_dim=50,
                     whiten=True, l2=True, algorithm="kmeans", n_init=10, cache=True, verbose=0)
 
-    def __init__(self, n_clusters: int, seed: int = 0, **params):
-        super().__init__(n_clusters, seed, **params)
-        self.timings_ = {}
-
-    def features(self, x):
+    def features(self, x):  # FeatureKMeans.fit times it (timings_["features"]: the extraction)
         p = self.params
-        t0 = time.perf_counter()
-        f = extract_features(x, p["backbone"], p["image_size"], p["weights"], p["layer"], cache=p["cache"],
-                             verbose=p["verbose"], preprocess=p["preprocess"], centre_crop=p["centre_crop"],
-                             autocontrast=p["autocontrast"])
-        self.timings_["extraction"] = self.timings_.get("extraction", 0) + time.perf_counter() - t0
-        return f
-
-    def fit(self, x, y=None):
-        f = self.features(x)
-        self.clusterer.fit(f)
-        self.timings_.update(self.clusterer.timings_)  # extraction, pca+l2, kmeans: seconds per stage
-        self.labels_ = self.clusterer.labels_
-        return self
+        return extract_features(x, p["backbone"], p["image_size"], p["weights"], p["layer"], cache=p["cache"],
+                                verbose=p["verbose"], preprocess=p["preprocess"], centre_crop=p["centre_crop"],
+                                autocontrast=p["autocontrast"])
 
