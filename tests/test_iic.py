@@ -101,3 +101,33 @@ def test_monitor_warns_when_every_image_lands_in_one_cluster():
         monitor.on_epoch_end(0, logs)
     assert logs["largest_cluster"] == 1.0 and logs["clusters_used"] == 1 and logs["sub_head"] == 1
     assert logs["display_acc"] == pytest.approx(0.1)
+
+
+def test_feature_view_batches_pair_each_image_with_its_own_copies():
+    from course_lib.methods.iic import FeatureViewBatches
+
+    n_img, copies = 20, 3
+    feats = np.zeros((1 + copies, n_img, 2), "float32")
+    feats[..., 0] = np.arange(1 + copies)[:, None]  # which view
+    feats[..., 1] = np.arange(n_img)[None, :]  # which image
+    (orig, views), = FeatureViewBatches(feats, 8, seed=0)[1]
+    assert orig.shape == (8, 2) and views.shape == (24, 2) and np.all(orig[:, 0] == 0)
+    for j in range(copies):  # copy j of image i at j * n + i, like iic_batches
+        np.testing.assert_array_equal(views[j * 8:(j + 1) * 8, 1], orig[:, 1])
+        assert np.all(views[j * 8:(j + 1) * 8, 0] == j + 1)
+    assert len(FeatureViewBatches(feats, 8)) == 2  # the incomplete last batch is dropped
+
+
+def test_hog_trunk_learns_digits_from_perturbed_copies():
+    """The CPU preset's trunk: an MLP on HOG of each perturbed copy, trained on the IIC loss only."""
+    runtime.seed_everything(0)
+    ds, test = data.load_dataset("digits", "train"), data.load_dataset("digits", "test")
+    method = IIC(10, seed=0, trunk="hog", copies=3, view_scale=(0.75, 0.95), rotation=15.0, sub_heads=3,
+                 overcluster=3, epochs=10, select_images=512, monitor_images=256)
+    method.fit(ds.x)
+    assert method.history_["loss"][-1] < -1.0  # I(z, z') > 1 nat (ln 10 = 2.3 at most)
+    acc = metrics.hungarian_accuracy(test.y, method.predict(test.x))
+    assert acc > 0.5, acc  # chance ~0.1
+    assert IIC.for_profile(10, runtime.get_profile("standard")).params["trunk"] == "hog"
+    with pytest.raises(ValueError, match="trunk"):
+        IIC(10, trunk="vgg").uses_hog()

@@ -24,8 +24,12 @@ WEIGHTS_ENV = "COURSE_WEIGHTS_DIR"  # a folder holding Keras weight files (offli
 
 # ---------------------------------------------------------------- hand-crafted
 def hog_features(x: np.ndarray, border: int = 2, orientations: int = 9, cell: int = 4, block: int = 2,
-                 colour_bins: int = 0) -> np.ndarray:
-    """HOG of the greyscale image (border pixels cropped), optionally with per-channel colour histograms."""
+                 colour_bins: int = 0, colour_weight: float | None = None) -> np.ndarray:
+    """HOG of the greyscale image (border pixels cropped), optionally with per-channel colour histograms.
+
+    The histograms hold the share of pixels per bin; with `colour_weight` each image's histogram vector is
+    rescaled to `colour_weight` times the length of its HOG vector, so that neither part drowns the other.
+    """
     from skimage.feature import hog
 
     x = x[:, border:x.shape[1] - border, border:x.shape[2] - border] if border else x
@@ -36,6 +40,9 @@ def hog_features(x: np.ndarray, border: int = 2, orientations: int = 9, cell: in
         hists = [np.stack([np.histogram(img[..., c], colour_bins, (0, 256))[0] for c in range(img.shape[-1])]).ravel()
                  for img in x]
         hists = np.asarray(hists, np.float32) / (x.shape[1] * x.shape[2])
+        if colour_weight is not None:
+            scale = colour_weight * np.linalg.norm(feats, axis=1) / np.maximum(np.linalg.norm(hists, axis=1), 1e-12)
+            hists = hists * scale[:, None]
         feats = np.concatenate([feats, hists], 1)
     return feats
 
