@@ -324,8 +324,6 @@ class DeepCluster(Method):
             return None
         return np.sort(np.random.default_rng(self.seed).choice(n_images, m, replace=False))
 
-    _fitted_on = None
-
     def fit(self, x, y=None):
         p = self.params
         x_given, x_all = x, np.asarray(x)
@@ -372,7 +370,7 @@ class DeepCluster(Method):
         self.clusterer_ = FeatureClusterer(self.n_clusters, p["final_pca_dim"], whiten=True, l2=True,
                                            algorithm="kmeans", n_init=p["final_n_init"], seed=self.seed).fit(f)
         self.labels_ = self.clusterer_.labels_
-        self._fitted_on = x_given  # the caller's array, compared by identity in predict
+        self._keep_fitted(x_given)  # the caller's array: predict returns its labels without a second pass
         self.overclusterer_ = FeatureClusterer(self.k_, p["pca_dim"], whiten=True, l2=True, algorithm="kmeans",
                                                n_init=1, seed=self.seed).fit(f)
         self.overcluster_labels_ = fill_empty_clusters(self.overclusterer_.pipeline.transform(f),
@@ -384,13 +382,13 @@ class DeepCluster(Method):
 
     def predict(self, x):
         """K = n_clusters clusters of the learned features."""
-        if x is self._fitted_on:  # the images fit() clustered (the benchmark scores them): no second pass
+        if self._is_fitted_on(x):  # the images fit() clustered (the benchmark scores them): no second pass
             return self.labels_
         return self.clusterer_.predict(self.features(x))
 
     def predict_overclusters(self, x):
         """The k over-clustered assignment of the learned features (score it with a many-to-one mapping only)."""
-        if x is self._fitted_on:
+        if self._is_fitted_on(x):
             return self.overcluster_labels_
         return self.overclusterer_.predict(self.features(x))
 

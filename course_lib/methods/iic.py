@@ -518,37 +518,41 @@ class IIC(Method):
         bins = self.params["colour_bins"] if x.shape[-1] == 3 else 0
         return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0, colour_bins=bins, colour_weight=0.5)
 
+    def hog_perturbation(self, input_shape):
+        """trunk='hog': the perturbation of the copies, at full size (rotation, crop/scale, shift,
+        brightness/contrast or colour jitter; no flips), [0, 255] in and out."""
+        p = self.params
+        return iic_views(input_shape, input_shape[0], 1.0, tuple(p["view_scale"]), p["rotation"], p["jitter"],
+                         self.seed)[1]
+
     def view_features(self, x) -> np.ndarray:
         """trunk='hog': raw HOG features of every image (row 0) and of `copies` perturbed copies of it (rows
-        1..copies), (1 + copies) x N x D. The copies are perturbed at full size (rotation, crop/scale, shift,
-        brightness/contrast or colour jitter; no flips), then described like the originals."""
-        p = self.params
-        _, perturbed, _ = iic_views(x.shape[1:], x.shape[1], 1.0, tuple(p["view_scale"]), p["rotation"],
-                                    p["jitter"], self.seed)
+        1..copies), (1 + copies) x N x D: each copy is perturbed (`hog_perturbation`), then described."""
+        perturbed = self.hog_perturbation(x.shape[1:])
         out = [self.hog(x)]
-        for _ in range(p["copies"]):
+        for _ in range(self.params["copies"]):
             views = np.concatenate([keras.ops.convert_to_numpy(perturbed(x[i:i + 2048].astype("float32"), training=True))
                                     for i in range(0, len(x), 2048)])
             out.append(self.hog(np.clip(views, 0, 255)))
         return np.stack(out)
 
+    def reduced_view_features(self, x, fit: bool = False) -> np.ndarray:
+        """`view_features` through the PCA + L2 pipeline (fitted on the unperturbed rows when `fit` or when
+        there is none yet): what the MLP trunk trains on."""
+        raw = self.view_features(x)
+        if fit or not hasattr(self, "pipeline_"):
+            self.pipeline_ = FeaturePipeline(self.params["pca_dim"], whiten=False, l2=True, seed=self.seed).fit(raw[0])
+        return np.stack([self.pipeline_.transform(f) for f in raw])
+
     def features(self, x) -> np.ndarray:
         """What the trunk sees for plain images: the images (trunk='cnn') or their reduced HOG (trunk='hog')."""
         if not self.uses_hog():
             return np.asarray(x).astype("float32")
-        if x is getattr(self, "_fitted_x", None):
-            return self._fitted_features
-        return self.pipeline_.transform(self.hog(x))
+        return self._features_of(x, lambda x: self.pipeline_.transform(self.hog(x)))
 
     def batches(self, x, shuffle: bool = True):
         if self.uses_hog():
-            feats = getattr(self, "_view_features", None)
-            if feats is None or x is not getattr(self, "_fitted_x", None):
-                raw = self.view_features(x)
-                if not hasattr(self, "pipeline_"):
-                    self.pipeline_ = FeaturePipeline(self.params["pca_dim"], whiten=False, l2=True,
-                                                     seed=self.seed).fit(raw[0])
-                feats = np.stack([self.pipeline_.transform(f) for f in raw])
+            feats = self._view_features if self._is_fitted_on(x) else self.reduced_view_features(x)
             return FeatureViewBatches(feats, self.batch_images(), self.seed, shuffle)
         original, perturbed, _ = self.views(x.shape[1:])
         return iic_batches(x, self.batch_images(), self.params["copies"], original, perturbed, self.seed, shuffle)
@@ -560,10 +564,8 @@ class IIC(Method):
         rng = np.random.default_rng(self.seed)
         t0 = time.perf_counter()
         if self.uses_hog():  # describe every image and its perturbed copies once
-            raw = self.view_features(x)
-            self.pipeline_ = FeaturePipeline(p["pca_dim"], whiten=False, l2=True, seed=self.seed).fit(raw[0])
-            self._view_features = np.stack([self.pipeline_.transform(f) for f in raw])
-            self._fitted_x, self._fitted_features = x, self._view_features[0]
+            self._view_features = self.reduced_view_features(x, fit=True)
+            self._keep_fitted(x, self._view_features[0])
             self.timings_["views (HOG of every copy)"] = time.perf_counter() - t0
         self.model_ = self.build(self.features(x[:1]).shape[1:])
         n = min(self.batch_images(), len(x))

@@ -24,12 +24,13 @@ class FeatureKMeans(Method):
         f = self.features(x)
         self.timings_ = {**getattr(self, "timings_", {}), "features": time.perf_counter() - t0}
         self.clusterer.fit(f)
+        self._keep_fitted(x, f)
         self.timings_.update(self.clusterer.timings_)  # seconds per stage: features, pca+l2, clustering
         self.labels_ = self.clusterer.labels_
         return self
 
     def predict(self, x):
-        return self.clusterer.predict(self.features(x))
+        return self.clusterer.predict(self._features_of(x, self.features))
 
 
 @register

@@ -266,13 +266,14 @@ class SCAN(Method):
 
     def features(self, x):
         """Pretext features of new images (for pretext + KMeans and for predicting with the SCAN head)."""
-        if x is getattr(self, "_fitted_x", None):  # the images fit() embedded (the benchmark scores them)
-            return self.pretext_features_
-        if self.params["pretext"] == "hog":
-            from .features import hog_features
+        def compute(x):
+            if self.params["pretext"] == "hog":
+                from .features import hog_features
 
-            return self.pipeline_.transform(hog_features(x, border=2 if x.shape[1] >= 28 else 0))
-        return self.pipeline_.transform(embed(self.backbone_, x))
+                return self.pipeline_.transform(hog_features(x, border=2 if x.shape[1] >= 28 else 0))
+            return self.pipeline_.transform(embed(self.backbone_, x))
+
+        return self._features_of(x, compute)  # the images fit() embedded: their pretext features
 
     def cluster(self, x, feats, neighbours):
         """Step 3: train the clustering heads with the SCAN loss; keep the head of lowest loss."""
@@ -399,7 +400,7 @@ class SCAN(Method):
     def fit(self, x, y=None):
         p = self.params
         feats = self.pretext(x)
-        self._fitted_x = x
+        self._keep_fitted(x, feats)
         self.kmeans_ = FeatureClusterer(self.n_clusters, None, False, False, "kmeans", 10, self.seed).fit(feats)
         t0 = time.perf_counter()
         self.neighbours_ = mine_neighbours(feats, p["n_neighbours"])
