@@ -48,14 +48,40 @@ def test_loss_is_the_mean_of_the_sub_heads_iic_losses():
     x = np.random.default_rng(0).integers(0, 255, (16, 16, 16, 1), dtype=np.uint8)
     batch, = next(iter(method.batches(x)))
     y_pred = model(batch, training=False)
+    assert set(y_pred) == {"A", "B"}  # "AB": both heads
     b = [float(v) for v in model.sub_head_losses(y_pred, "B")]
     a = [float(v) for v in model.sub_head_losses(y_pred, "A")]
-    p1, p2 = y_pred["B"]
-    assert b[1] == pytest.approx(float(losses.iic_loss(p1[:, 1], p2[:, 1])), abs=1e-6)
-    model.head_weights.assign(np.array([0.0, 1.0], "float32"))  # head B's epoch
-    assert float(model.compute_loss(y_pred=y_pred)) == pytest.approx(np.mean(b), abs=1e-5)
-    model.head_weights.assign(np.array([1.0, 0.0], "float32"))  # head A's epoch
-    assert float(model.compute_loss(y_pred=y_pred)) == pytest.approx(np.mean(a), abs=1e-5)
+    # the paper's pairing: the original's probabilities tiled against every copy's, one row per pair
+    orig, views = batch
+    p_orig = model._probs(model.head_b, model.trunk(orig), 10)
+    p_views = model._probs(model.head_b, model.trunk(views), 10)
+    tiled = np.tile(np.asarray(p_orig), (2, 1, 1))
+    assert b[1] == pytest.approx(float(losses.iic_loss(tiled[:, 1], np.asarray(p_views)[:, 1])), abs=1e-5)
+    assert float(model.compute_loss(y_pred=y_pred)) == pytest.approx(np.mean(a) + np.mean(b), abs=1e-5)
+    model.active_heads = "B"  # head B's epoch: head A is not computed at all
+    y_b = model(batch, training=False)
+    assert set(y_b) == {"B"} and float(model.compute_loss(y_pred=y_b)) == pytest.approx(np.mean(b), abs=1e-5)
+    model.active_heads = "A"
+    y_a = model(batch, training=False)
+    assert set(y_a) == {"A"} and float(model.compute_loss(y_pred=y_a)) == pytest.approx(np.mean(a), abs=1e-5)
+
+
+def test_alternating_heads_train_only_the_epochs_head():
+    from course_lib.methods.iic import FeatureViewBatches
+
+    method = IIC(4, trunk="hog", hidden=16, sub_heads=2, overcluster=2, copies=2, batch_images=16)
+    model = method.build((8,))
+    model.compile(optimizer="adam")
+    feats = np.random.default_rng(0).standard_normal((3, 64, 8)).astype("float32")
+    before = {h: np.array(getattr(model, h).kernel) for h in ("head_a", "head_b")}
+    from course_lib.methods.iic import AlternateHeads
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        hist = model.fit(FeatureViewBatches(feats, 16), epochs=1, verbose=0, callbacks=[AlternateHeads("B")])
+    assert np.array_equal(before["head_a"], np.array(model.head_a.kernel))  # head A untouched
+    assert not np.array_equal(before["head_b"], np.array(model.head_b.kernel))
+    assert np.isnan(hist.history["loss_A"][0]) and np.isfinite(hist.history["loss_B0"][0])
 
 
 def test_training_lowers_the_loss_and_beats_chance_on_digits(fitted):
