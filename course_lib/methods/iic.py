@@ -277,7 +277,6 @@ class IICModel(keras.Model):
 class AlternateHeads(keras.callbacks.Callback):
     """Train one head per epoch, cycling through `schedule` (e.g. "BA": head B, then head A, ...).
 
-
     Only the epoch's head is computed (its loss, its gradients); the training step of each head is traced
     once and kept, so switching costs nothing after the first round. The other head's losses are logged as
     NaN for that epoch (not trained, not measured).
