@@ -7,8 +7,8 @@ import pytest
 
 from course_lib import data, losses, metrics, runtime
 from course_lib.methods import get_method
-from course_lib.methods.iic import (IIC, IICMonitor, collapse_warning, evaluate_sub_heads, mean_entropy,
-                                    select_sub_head)
+from course_lib.methods.iic import (IIC, AlternateHeads, FeatureViewBatches, IICMonitor, collapse_warning,
+                                    evaluate_sub_heads, mean_entropy, select_sub_head)
 
 # sklearn's digits fill their 8x8 frame: crop little. A small, fast network and the summed loss of both heads.
 SMALL = dict(width=16, input_size=16, crop=1.0, view_scale=(0.7, 1.0), lamb=1.5, batch_images=128, copies=3,
@@ -67,15 +67,11 @@ def test_loss_is_the_mean_of_the_sub_heads_iic_losses():
 
 
 def test_alternating_heads_train_only_the_epochs_head():
-    from course_lib.methods.iic import FeatureViewBatches
-
     method = IIC(4, trunk="hog", hidden=16, sub_heads=2, overcluster=2, copies=2, batch_images=16)
     model = method.build((8,))
     model.compile(optimizer="adam")
     feats = np.random.default_rng(0).standard_normal((3, 64, 8)).astype("float32")
     before = {h: np.array(getattr(model, h).kernel) for h in ("head_a", "head_b")}
-    from course_lib.methods.iic import AlternateHeads
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         hist = model.fit(FeatureViewBatches(feats, 16), epochs=1, verbose=0, callbacks=[AlternateHeads("B")])
@@ -130,8 +126,6 @@ def test_monitor_warns_when_every_image_lands_in_one_cluster():
 
 
 def test_feature_view_batches_pair_each_image_with_its_own_copies():
-    from course_lib.methods.iic import FeatureViewBatches
-
     n_img, copies = 20, 3
     feats = np.zeros((1 + copies, n_img, 2), "float32")
     feats[..., 0] = np.arange(1 + copies)[:, None]  # which view
