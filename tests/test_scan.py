@@ -38,9 +38,10 @@ def test_no_confident_sample_is_said_not_crashed():
     assert "selflabel_warning" in est.log_
 
 
-def test_scan_on_real_digits_learns_and_reports_every_step():
+@pytest.mark.parametrize("views", [0, 2])
+def test_scan_on_real_digits_learns_and_reports_every_step(views):
     r = benchmark.run("scan", "digits", profile="quick", verbose=False,
-                      options={"selflabel_rounds": 1, "threshold": 0.9})
+                      options={"selflabel_rounds": 1, "threshold": 0.9, "views": views})
     assert set(r["steps"]) == {"pretext+kmeans", "scan", "selflabel"}
     assert r["steps"]["scan"]["acc"] > 0.6 and r["acc"] > 0.6  # chance is 0.1
     assert len(r["log"]["scan_head_losses"]) == 5 and r["log"]["best_head"] == int(np.argmin(r["log"]["scan_head_losses"]))
@@ -64,3 +65,15 @@ def test_a_nan_loss_stops_the_scan_step_with_advice():
     feats = np.full((16, 4), np.nan, np.float32)  # broken features: the loss becomes NaN at once
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         est.cluster(np.zeros((16, 8, 8, 1), np.uint8), feats, np.tile(np.arange(1, 3), (16, 1)) % 16)
+
+
+def test_augmented_views_are_described_once_beside_the_originals():
+    ds = data.load_dataset("digits", "train", max_images=120)
+    est = scan.SCAN(10, pretext="hog", views=2)
+    f = est.pretext(ds.x)
+    assert f.shape == (120, 64) and est.view_features_.shape == (2, 120, 64)
+    assert np.allclose(np.linalg.norm(est.view_features_, axis=2), 1, atol=1e-4)
+    assert not np.allclose(est.view_features_[0], f)  # the copies are augmented, not the originals again
+    # an augmented copy stays closer to its own original than to the other images, on average
+    sims = est.view_features_[0] @ f.T
+    assert np.mean(np.diag(sims)) > np.mean(sims) + 0.2

@@ -47,6 +47,22 @@ def hog_features(x: np.ndarray, border: int = 2, orientations: int = 9, cell: in
     return feats
 
 
+def describe_views(x: np.ndarray, describe, perturb, copies: int, batch: int = 2048) -> np.ndarray:
+    """describe(x) and describe(perturb(x)) for `copies` independently perturbed copies: (1 + copies) x N x D.
+
+    `perturb` is a Keras augmentation pipeline ([0, 255] in and out, run with training=True); `describe` turns
+    images into feature vectors (e.g. `hog_features`). Row 0 describes the unperturbed images.
+    """
+    import keras
+
+    out = [describe(x)]
+    for _ in range(copies):
+        views = np.concatenate([keras.ops.convert_to_numpy(perturb(x[i:i + batch].astype("float32"), training=True))
+                                for i in range(0, len(x), batch)])
+        out.append(describe(np.clip(views, 0, 255)))
+    return np.stack(out)
+
+
 @register
 class HogKMeans(FeatureKMeans):
     """HOG (+ colour histograms) -> PCA-64 whitened -> L2 -> KMeans: the classical bar."""

@@ -592,13 +592,9 @@ class IIC(Method):
     def view_features(self, x) -> np.ndarray:
         """trunk='hog': raw HOG features of every image (row 0) and of `copies` perturbed copies of it (rows
         1..copies), (1 + copies) x N x D: each copy is perturbed (`hog_perturbation`), then described."""
-        perturbed = self.hog_perturbation(x.shape[1:])
-        out = [self.hog(x)]
-        for _ in range(self.params["copies"]):
-            views = np.concatenate([keras.ops.convert_to_numpy(perturbed(x[i:i + 2048].astype("float32"), training=True))
-                                    for i in range(0, len(x), 2048)])
-            out.append(self.hog(np.clip(views, 0, 255)))
-        return np.stack(out)
+        from .features import describe_views
+
+        return describe_views(x, self.hog, self.hog_perturbation(x.shape[1:]), self.params["copies"])
 
     def reduced_view_features(self, x, fit: bool = False) -> np.ndarray:
         """`view_features` through the PCA + L2 pipeline (fitted on the unperturbed rows when `fit` or when
