@@ -7,6 +7,7 @@ from course_lib import metrics
 from course_lib.data import load_dataset
 from course_lib.methods import get_method
 from course_lib.methods.deepcluster import DeepCluster, fill_empty_clusters, run_kmeans, uniform_cluster_sample
+from course_lib.methods.features import hog_features
 
 
 def test_uniform_sampler_draws_every_non_empty_cluster_equally():
@@ -80,3 +81,22 @@ def test_killed_run_resumes_from_its_last_finished_epoch(digits, tmp_path):
     assert resumed.history_["loss"][0] == first.history_["loss"][0]
     assert 0 < resumed.history_["nmi_prev"][1] <= 1  # compared with the checkpoint's assignment
     assert (tmp_path / "ckpt" / "convnet.weights.h5").is_file()
+
+
+def test_hog_start_clusters_hog_at_epoch_0_and_the_network_after(digits, monkeypatch):
+    x = digits.x[:300]
+    seen = []
+    original = DeepCluster.cluster_epoch
+
+    def spy(self, f, epoch):
+        seen.append(f.shape[1])
+        return original(self, f, epoch)
+
+    monkeypatch.setattr(DeepCluster, "cluster_epoch", spy)
+    small = dict(widths=(8, 8, 8, 8, 8), fc=32, k=20, pca_dim=16, final_pca_dim=16, final_n_init=1, epochs=2)
+    DeepCluster(10, seed=0, init="hog", **small).fit(x)
+    assert seen == [hog_features(x[:1]).shape[1], 32]  # epoch 0: HOG descriptors; epoch 1: the convnet's fc features
+    assert DeepCluster.presets["standard"]["init"] == "hog"  # the CPU presets start from HOG
+    assert DeepCluster.presets["full"].get("init", DeepCluster.defaults["init"]) == "random"  # the paper's start
+    with pytest.raises(ValueError, match="init must be"):
+        DeepCluster(10, seed=0, init="sift", **small).fit(x)
