@@ -199,6 +199,8 @@ class DeepCluster(Method):
         for key in ("widths", "kernels"):  # from the command line these arrive as "32,64,..."
             if isinstance(self.params[key], str):
                 self.params[key] = tuple(int(v) for v in self.params[key].strip("()").split(","))
+        if self.params["init"] not in ("random", "hog"):
+            raise ValueError(f"init must be 'random' or 'hog', got {self.params['init']!r}")
 
     # -------------------------------------------------------- pieces
     def overclusters(self, n_images: int) -> int:
@@ -220,11 +222,9 @@ class DeepCluster(Method):
     def first_features(self, x) -> np.ndarray:
         """What epoch 0 clusters when init != 'random': HOG descriptors (a hand-crafted start for short CPU runs;
         a variant of the paper, which starts from the random network's features: init='random')."""
-        if self.params["init"] == "hog":
-            from .features import hog_features
+        from .features import hog_features
 
-            return hog_features(np.asarray(x))
-        raise ValueError(f"init must be 'random' or 'hog', got {self.params['init']!r}")
+        return hog_features(np.asarray(x))
 
     def make_optimizer(self):
         """A fresh optimizer (a new one every epoch: the top layer is new, its moments must be too)."""

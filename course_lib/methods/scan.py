@@ -296,9 +296,10 @@ class SCAN(Method):
         return self._features_of(x, lambda x: self.pipeline_.transform(self._describe(x)))
 
     def _views(self, feats):
-        """(1 + views) x N x d: the fitted images' features and those of their augmented copies."""
+        """(1 + views) x N x d: the fitted images' features and those of their augmented copies (none end to
+        end: `_describe_views` makes no copies there)."""
         extra = getattr(self, "view_features_", None)
-        return feats[None] if extra is None or self._end_to_end() else np.concatenate([feats[None], extra])
+        return feats[None] if extra is None else np.concatenate([feats[None], extra])
 
     def cluster(self, x, feats, neighbours):
         """Step 3: train the clustering heads with the SCAN loss; keep the head of lowest loss."""
@@ -322,11 +323,12 @@ class SCAN(Method):
                 h = self.scan_model_.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[training.NaNGuard()])
             else:
                 order = rng.permutation(len(inputs))
-                anchor, other = inputs, inputs[partner]
                 if len(views) > 1:  # a random view (original or augmented copy) of each anchor and neighbour
                     n = len(inputs)
-                    anchor, other = views[rng.integers(0, len(views), n), np.arange(n)], \
-                        views[rng.integers(0, len(views), n), partner]
+                    anchor = views[rng.integers(0, len(views), n), np.arange(n)]
+                    other = views[rng.integers(0, len(views), n), partner]
+                else:
+                    anchor, other = inputs, inputs[partner]
                 h = self.scan_model_.fit((anchor[order], other[order]), None,
                                          batch_size=p["batch_size"], epochs=1, verbose=0, shuffle=False,
                                          callbacks=[training.NaNGuard()])
