@@ -89,6 +89,32 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
     return result
 
 
+def throughput(method: str, dataset: str = "synthetic-signs", profile=None, seed: int = 0, k: int | None = None,
+               options: dict | None = None, images: int = 8000, steps: int = 20, repeats: int = 3,
+               out: str | Path | None = None, verbose: bool = True) -> dict:
+    """Training speed of a method against plain `fit` of the same network (the method's
+    `measure_throughput`, e.g. IIC's): images through the network per second, wall clock and per CPU-second."""
+    info = runtime.setup(seed, profile, verbose=verbose)
+    cls = get_method(method)
+    if not hasattr(cls, "measure_throughput"):
+        raise ValueError(f"{method} has no throughput measurement (methods with one: iic)")
+    train = load_dataset(dataset, "train", max_images=images, seed=seed, n_images=min(images, info.profile.n_synthetic))
+    est = cls.for_profile(k or train.n_classes, info.profile, seed, **(options or {}))
+    speeds = est.measure_throughput(train.x, steps=steps, repeats=repeats)
+    result = {"method": method, "dataset": dataset, "profile": info.profile.name, "seed": seed, "n_images": len(train),
+              **{key: round(v, 3) if isinstance(v, float) else v for key, v in speeds.items()},
+              "params": _jsonable(est.get_params()), "backend": info.backend, "device": info.device,
+              "machine": _machine(), "versions": runtime.versions(),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if verbose:
+        print(f"{method} on {dataset} ({info.profile.name}): {result['iic_img_s']:.0f} images/s training vs "
+              f"{result['plain_img_s']:.0f} for plain fit of the same network: ratio {result['ratio']:.2f} "
+              f"(per CPU-second {result['ratio_cpu']:.2f})")
+    if out:
+        write_json(out, result)
+    return result
+
+
 def suite_name(dataset: str, profile: str, test: str | None = None) -> str:
     """'<dataset>-<profile>': the file stem of a suite's results ('npz:../x/gtsrb_train_32.npz' -> 'gtsrb')."""
     kind, _, arg = dataset.partition(":")

@@ -1,4 +1,4 @@
-"""Command line: `python -m course_lib benchmark ...` and `python -m course_lib info`."""
+"""Command line: `python -m course_lib benchmark ...`, `report`, `throughput` and `info`."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,16 @@ def main(argv=None) -> int:
     b.add_argument("--option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
                    help="a method hyperparameter, e.g. --option centre_crop=0.75 (repeatable)")
     b.add_argument("--out", help="write the result as JSON here")
+    t = sub.add_parser("throughput", help="training images/s of a method against plain fit of the same network")
+    t.add_argument("--method", default="iic")
+    t.add_argument("--dataset", default="synthetic-signs")
+    t.add_argument("--profile", help="quick | standard | full (default: $COURSE_PROFILE, else by device)")
+    t.add_argument("--images", type=int, default=8000, help="images to time on (default 8000)")
+    t.add_argument("--steps", type=int, default=20, help="training steps per timed run")
+    t.add_argument("--repeats", type=int, default=3, help="timed runs; the best is kept")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE")
+    t.add_argument("--out", help="write the result as JSON here")
     sub.add_parser("info", help="versions, devices, profile and the datasets found")
     rep = sub.add_parser("report", help="summarise the run JSONs in results/NAME/ into results/NAME.json, "
                                         ".md and figures")
@@ -64,6 +74,12 @@ def main(argv=None) -> int:
 
         run(args.method, args.dataset, test=args.test, profile=args.profile, seed=args.seed,
             holdout=args.holdout, k=args.k, options=dict(args.option), out=args.out, image_size=args.image_size)
+        return 0
+    if args.command == "throughput":
+        from .benchmark import throughput
+
+        throughput(args.method, args.dataset, profile=args.profile, seed=args.seed, options=dict(args.option),
+                   images=args.images, steps=args.steps, repeats=args.repeats, out=args.out)
         return 0
     if args.command == "report":
         from .benchmark import report

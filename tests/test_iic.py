@@ -66,6 +66,21 @@ def test_loss_is_the_mean_of_the_sub_heads_iic_losses():
     assert set(y_a) == {"A"} and float(model.compute_loss(y_pred=y_a)) == pytest.approx(np.mean(a), abs=1e-5)
 
 
+def test_head_a_can_have_fewer_sub_heads():
+    method = IIC(4, trunk="hog", hidden=16, sub_heads=3, sub_heads_a=1, overcluster=2, copies=2, batch_images=16)
+    model = method.build((8,))
+    assert model.head_a.kernel.shape == (16, 8) and model.head_b.kernel.shape == (16, 12)
+    feats = np.random.default_rng(0).standard_normal((3, 16, 8)).astype("float32")
+    (pair,) = FeatureViewBatches(feats, 16, shuffle=False)[0]
+    y_pred = model(pair, training=False)
+    assert tuple(y_pred["A"][0].shape) == (16, 1, 8) and tuple(y_pred["B"][1].shape) == (16, 3, 4)
+    a = model.sub_head_losses(y_pred, "A")
+    b = model.sub_head_losses(y_pred, "B")
+    assert len(a) == 1 and len(b) == 3
+    assert float(model.compute_loss(y_pred=y_pred)) == pytest.approx(
+        float(a[0]) + np.mean([float(v) for v in b]), abs=1e-5)
+
+
 def test_alternating_heads_train_only_the_epochs_head():
     method = IIC(4, trunk="hog", hidden=16, sub_heads=2, overcluster=2, copies=2, batch_images=16)
     model = method.build((8,))
@@ -151,3 +166,20 @@ def test_hog_trunk_learns_digits_from_perturbed_copies():
     assert IIC.for_profile(10, runtime.get_profile("standard")).params["trunk"] == "hog"
     with pytest.raises(ValueError, match="trunk"):
         IIC(10, trunk="vgg").uses_hog()
+
+
+def test_throughput_command_times_iic_against_plain_fit(tmp_path):
+    """The benchmark's `throughput` command: both speeds measured, the ratio is their quotient, JSON written."""
+    import json
+
+    from course_lib import benchmark
+
+    out = tmp_path / "iic-throughput.json"
+    r = benchmark.throughput("iic", "digits", profile="quick", images=400, steps=2, repeats=1,
+                             options=dict(hidden=16, sub_heads=2, sub_heads_a=1, batch_images=64), out=out,
+                             verbose=False)
+    assert r["iic_img_s"] > 0 and r["plain_img_s"] > 0 and r["trunk_images_per_step"] == 64 * 5
+    assert r["ratio"] == pytest.approx(r["iic_img_s"] / r["plain_img_s"], rel=1e-2)
+    assert json.loads(out.read_text())["profile"] == "quick"
+    with pytest.raises(ValueError, match="no throughput"):
+        benchmark.throughput("pixels-kmeans", "digits", profile="quick", images=100, verbose=False)

@@ -205,7 +205,8 @@ def hog_trunk(dim_in: int, hidden: int = 512, name: str = "iic_hog_trunk"):
 
 
 class IICModel(keras.Model):
-    """Trunk + head A (over-clustering, k_over clusters) + head B (k clusters), `sub_heads` softmax layers each.
+    """Trunk + head A (over-clustering, k_over clusters) + head B (k clusters), `sub_heads` softmax layers each
+    (head A: `sub_heads_a`, None for as many as head B).
 
     fit() takes ((x, x'),) batches from `iic_batches`; compute_loss averages `losses.iic_loss` over the
     sub-heads of each head in `active_heads` and sums the heads: "B" or "A" when the heads alternate (set each
@@ -215,12 +216,13 @@ class IICModel(keras.Model):
     """
 
     def __init__(self, trunk, eval_view, n_clusters: int, n_over: int = 0, sub_heads: int = 5,
-                 lamb: float = 1.0, **kwargs):
+                 lamb: float = 1.0, sub_heads_a: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.trunk, self.eval_view = trunk, eval_view
         self.n_clusters, self.n_over, self.sub_heads, self.lamb = n_clusters, n_over, sub_heads, lamb
+        self.n_sub = {"B": sub_heads, "A": sub_heads_a or sub_heads}
         self.head_b = layers.Dense(sub_heads * n_clusters, dtype="float32", name="head_B")
-        self.head_a = layers.Dense(sub_heads * n_over, dtype="float32", name="head_A") if n_over else None
+        self.head_a = layers.Dense(self.n_sub["A"] * n_over, dtype="float32", name="head_A") if n_over else None
         for head in (self.head_b, self.head_a):  # build now: fit must not create variables while tracing
             if head is not None:
                 head.build((None, trunk.output_shape[-1]))
@@ -229,18 +231,19 @@ class IICModel(keras.Model):
         self.loss_b_trackers = [keras.metrics.Mean(name=f"loss_B{s}") for s in range(sub_heads)]
 
     def _probs(self, head, features, k):
-        logits = ops.reshape(head(features), (-1, self.sub_heads, k))
+        n_sub = self.n_sub["A" if head is self.head_a else "B"]
+        logits = ops.reshape(head(features), (-1, n_sub, k))
         return ops.softmax(ops.cast(logits, "float32"), axis=-1)
 
     def _paired_probs(self, head, f_orig, f_views, k):
         """(p, p') of one head for a batch of N images and their r copies (views stacked copy by copy):
-        the originals' probabilities and the mean of each image's r copies' probabilities, N x sub_heads x k.
+        the originals' probabilities and the mean of each image's r copies' probabilities, N x sub-heads x k.
 
         The paper pairs the original with every copy: P = sum_c p^T p_c. That equals r p^T mean_c(p_c), and
         P is normalised, so pairing with the mean is the same objective with an r times smaller product.
         """
         p = self._probs(head, f_orig, k)
-        p_views = ops.reshape(self._probs(head, f_views, k), (-1, ops.shape(p)[0], self.sub_heads, k))
+        p_views = ops.reshape(self._probs(head, f_views, k), (-1, ops.shape(p)[0], ops.shape(p)[1], k))
         return p, ops.mean(p_views, axis=0)
 
     def call(self, inputs, training=False):
@@ -259,7 +262,7 @@ class IICModel(keras.Model):
     def sub_head_losses(self, y_pred, head: str = "B"):
         """IIC loss of each sub-head of `head` on one batch of pairs (a list of scalars)."""
         p1, p2 = y_pred[head]
-        return [losses.iic_loss(p1[:, s], p2[:, s], self.lamb) for s in range(self.sub_heads)]
+        return [losses.iic_loss(p1[:, s], p2[:, s], self.lamb) for s in range(self.n_sub[head])]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total = 0.0
@@ -489,6 +492,7 @@ def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> d
     if not method.uses_hog():
         original, perturbed, _ = method.views(x.shape[1:])
         inside = _ViewsInModel(iic.trunk, iic.eval_view, method.n_clusters, iic.n_over, iic.sub_heads, iic.lamb,
+                               iic.n_sub["A"],
                                original=original, perturbed=perturbed, copies=r, name="iic_views_in_model")
         inside.compile(optimizer="adam")
         try:
@@ -509,7 +513,8 @@ class IIC(Method):
     """Invariant Information Clustering: a CNN trained to give an image and its perturbed copies the same
     cluster, maximising their mutual information (`losses.iic_loss`). No labels, no k-means.
 
-    Head B has `n_clusters` outputs, head A `overcluster` times more (0: no head A); `sub_heads` of each.
+    Head B has `n_clusters` outputs, head A `overcluster` times more (0: no head A); `sub_heads` of each
+    (`sub_heads_a` of head A when set).
     The reported sub-head is chosen WITHOUT labels: the lowest IIC loss on the training data
     (`sub_head_losses_`, `sub_head_`). Batches hold `batch_images` images x `copies` perturbed copies
     (None: enough for ~30 pairs per cluster of head B). `sobel=None` uses Sobel input for colour images.
@@ -520,7 +525,7 @@ class IIC(Method):
     """
 
     name = "iic"
-    defaults = dict(trunk="cnn", overcluster=5, sub_heads=5, copies=5, batch_images=None, lamb=1.0,
+    defaults = dict(trunk="cnn", overcluster=5, sub_heads=5, sub_heads_a=None, copies=5, batch_images=None, lamb=1.0,
                     heads="alternate", head_schedule="BA", input_size=24, crop=0.72, view_scale=(0.57, 0.86),
                     rotation=25.0, jitter=0.4, sobel=None, normalise=False, width=32, pool="gap", pca_dim=128,
                     hidden=512, colour_bins=8, epochs=10, learning_rate=1e-3, select_images=10000,
@@ -571,7 +576,8 @@ class IIC(Method):
             size = p["input_size"]
             trunk = iic_trunk((size, size, input_shape[-1]), p["width"], self.uses_sobel(input_shape), p["pool"],
                               p["normalise"])
-        model = IICModel(trunk, evaluation, self.n_clusters, n_over, p["sub_heads"], p["lamb"], name="iic")
+        model = IICModel(trunk, evaluation, self.n_clusters, n_over, p["sub_heads"], p["lamb"], p["sub_heads_a"],
+                         name="iic")
         model(np.zeros((1, *input_shape), "float32"))  # build the weights
         return model
 
@@ -658,6 +664,10 @@ class IIC(Method):
         self.sub_head_ = select_sub_head(self.sub_head_losses_)
         self.timings_["sub-head selection"] = time.perf_counter() - t0
         return self
+
+    def measure_throughput(self, x, steps: int = 10, repeats: int = 2) -> dict:
+        """Training images/s against plain `fit` of the same trunk (`measure_throughput`)."""
+        return measure_throughput(self, x, steps, repeats)
 
     def _callbacks(self, extra):
         cbs = [training.NaNGuard(), training.EpochTimer(), *extra]
