@@ -11,8 +11,9 @@ NMI between consecutive epochs' assignments is logged: the paper's stability cur
 Epoch 0 clusters the random network's features (init='random', the paper; the full profile) or, in the CPU
 presets, HOG descriptors (init='hog'): ten epochs are too few to climb from a random network's weak signal.
 At the end: KMeans with K = n_clusters on the learned features, after PCA to `final_pca_dim` (default 2K)
-directions with whitening + L2 (the kit's ACC / NMI / ARI); the over-clustered assignment is kept apart (`overcluster_labels_`, `predict_overclusters`): it can only be
-scored with a many-to-one mapping, which flatters, so it is never called ACC.
+directions with whitening + L2 (the kit's ACC / NMI / ARI); the over-clustered assignment is kept apart
+(`overcluster_labels_`, `predict_overclusters`): it can only be scored with a many-to-one mapping, which
+flatters, so it is never called ACC.
 
 With `checkpoint_dir` every finished epoch saves the convnet's weights, the epoch number, the history and
 the last assignment: a killed run restarts from its last finished epoch.
