@@ -66,9 +66,7 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
         "profile": info.profile.name, "seed": seed, "n_train": len(train), "n_eval": len(ev), "k": k,
         **scores, "seconds": round(seconds, 2), "fit_seconds": round(fit_seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),  # CPU time of all threads: wall time / cores on a busy machine
-        "params": _jsonable(est.get_params()), "profile_settings": info.profile.asdict(),
-        "backend": info.backend, "device": info.device, "machine": _machine(), "versions": runtime.versions(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(info, est), "profile_settings": info.profile.asdict(),
     }
     if hasattr(est, "predict_steps"):  # multi-step methods (SCAN): the score after each step
         result["steps"] = {step: {k: v for k, v in metrics.evaluate(ev.y, lab).items() if k in ("acc", "nmi", "ari")}
@@ -103,9 +101,7 @@ def throughput(method: str, dataset: str = "synthetic-signs", profile=None, seed
     speeds = est.measure_throughput(train.x, steps=steps, repeats=repeats)
     result = {"method": method, "dataset": dataset, "profile": info.profile.name, "seed": seed, "n_images": len(train),
               **{key: round(v, 3) if isinstance(v, float) else v for key, v in speeds.items()},
-              "params": _jsonable(est.get_params()), "backend": info.backend, "device": info.device,
-              "machine": _machine(), "versions": runtime.versions(),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              **provenance(info, est)}
     if verbose:
         print(f"{method} on {dataset} ({info.profile.name}): {result['iic_img_s']:.0f} images/s training vs "
               f"{result['plain_img_s']:.0f} for plain fit of the same network: ratio {result['ratio']:.2f} "
@@ -294,6 +290,14 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}" if v < 100 else f"{v:.0f}"
     return "-" if v is None else str(v)
+
+
+def provenance(info, est) -> dict:
+    """What every result records beside its numbers: the method's parameters, backend, device, machine,
+    library versions and the date."""
+    return {"params": _jsonable(est.get_params()), "backend": info.backend, "device": info.device,
+            "machine": _machine(), "versions": runtime.versions(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _machine() -> str:
