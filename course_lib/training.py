@@ -32,34 +32,46 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch"] = epoch
 
 
-class _AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled, augmented batches without TensorFlow (JAX / PyTorch-only machines)."""
+class IndexBatches(keras.utils.PyDataset):
+    """Batches made by `make(indices)` from a shuffled order of `n` items, reshuffled every epoch: the kit's
+    tf.data pipelines without TensorFlow (JAX / PyTorch-only machines), and any batch built from indices."""
 
-    def __init__(self, x, y, batch_size, augmenter, seed):
+    def __init__(self, n: int, batch_size: int, make, seed: int = 0, shuffle: bool = True,
+                 drop_remainder: bool = False):
         super().__init__()
-        self.x, self.y, self.batch_size, self.augmenter = x, y, batch_size, augmenter
+        self.n, self.batch_size, self.make, self.shuffle = n, batch_size, make, shuffle
+        self.drop_remainder = drop_remainder
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
+        self.order = self.rng.permutation(n) if shuffle else np.arange(n)
 
     def __len__(self):
-        return -(-len(self.x) // self.batch_size)
+        return self.n // self.batch_size if self.drop_remainder else -(-self.n // self.batch_size)
 
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        xb = keras.ops.convert_to_numpy(self.augmenter(self.x[idx], training=True))
-        return xb, self.y[idx]
+        return self.make(self.order[i * self.batch_size:(i + 1) * self.batch_size])
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
+        if self.shuffle:
+            self.order = self.rng.permutation(self.n)
+
+
+def tensorflow_or_none():
+    """TensorFlow for the tf.data pipelines, or None where it is not installed (a JAX / PyTorch-only machine):
+    then the same batches come from an `IndexBatches`."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf
 
 
 def augmented_batches(x, y, batch_size: int, augmenter, seed: int = 0):
     """(augment(x), y) batches for fit. With TensorFlow a tf.data pipeline: the augmentation runs on its own
     threads beside the training step (inside the model it halved CPU throughput here)."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return _AugmentedBatches(x, y, batch_size, augmenter, seed)
+    tf = tensorflow_or_none()
+    if tf is None:
+        return IndexBatches(len(x), batch_size, lambda idx: (keras.ops.convert_to_numpy(
+            augmenter(x[idx].astype("float32"), training=True)), y[idx]), seed)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda a, b: (augmenter(a, training=True), b),
                                   num_parallel_calls=tf.data.AUTOTUNE)

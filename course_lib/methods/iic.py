@@ -78,28 +78,6 @@ def iic_views(input_shape, input_size: int = 24, crop: float = 0.72, view_scale=
     return original, keras.Sequential(perturbed, name="perturbed_view"), evaluation
 
 
-class _PairBatches(keras.utils.PyDataset):
-    """The same batches as `iic_batches`, without TensorFlow (JAX / PyTorch-only machines)."""
-
-    def __init__(self, x, n, copies, original, perturbed, seed):
-        super().__init__()
-        self.x, self.n, self.copies, self.original, self.perturbed = x, n, copies, original, perturbed
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
-
-    def __len__(self):
-        return len(self.x) // self.n
-
-    def __getitem__(self, i):
-        b = self.x[self.order[i * self.n:(i + 1) * self.n]].astype("float32")
-        orig = keras.ops.convert_to_numpy(self.original(b, training=True))
-        views = keras.ops.convert_to_numpy(self.perturbed(np.concatenate([b] * self.copies), training=True))
-        return ((orig, views),)
-
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.x))
-
-
 def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: int = 0, shuffle: bool = True):
     """Batches ((x, x'),) for fit: x = original views of `batch_images` images (n), x' = `copies` (r)
     perturbed copies of each, stacked copy by copy (n * r images; copy j of image i at j * n + i).
@@ -108,10 +86,14 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
     The last incomplete batch is dropped (a small batch estimates P badly); reshuffled every epoch.
     """
     n = min(batch_images, len(x))
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return _PairBatches(x, n, copies, original, perturbed, seed)
+    tf = training.tensorflow_or_none()
+    if tf is None:  # the same batches from a PyDataset
+        def make(idx):
+            b = x[idx].astype("float32")
+            return ((ops.convert_to_numpy(original(b, training=True)),
+                     ops.convert_to_numpy(perturbed(np.concatenate([b] * copies), training=True))),)
+
+        return training.IndexBatches(len(x), n, make, seed, shuffle, drop_remainder=True)
 
     def make_pairs(b):
         b = tf.cast(b, "float32")
@@ -495,13 +477,10 @@ def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> d
                                iic.n_sub["A"],
                                original=original, perturbed=perturbed, copies=r, name="iic_views_in_model")
         inside.compile(optimizer="adam")
-        try:
-            import tensorflow as tf
-
+        tf = training.tensorflow_or_none()
+        if tf is not None:
             raw = tf.data.Dataset.from_tensor_slices(x.astype("float32")).batch(n, drop_remainder=True).repeat()
             out["in_model_img_s"], out["in_model_img_cpu_s"] = timed_iic(inside, raw, shuffle=False)
-        except ImportError:
-            pass
     out["ratio"] = out["iic_img_s"] / out["plain_img_s"]
     out["ratio_cpu"] = out["iic_img_cpu_s"] / out["plain_img_cpu_s"]
     return out

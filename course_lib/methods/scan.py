@@ -41,9 +41,15 @@ def view_batches(x, batch_size: int, augmenter, seed: int = 0, partner_index=Non
 
     partner_index: an N-vector of partners (re-drawn by the caller each epoch); None for two views of i.
     """
-    import tensorflow as tf
-
     partner = np.arange(len(x)) if partner_index is None else np.asarray(partner_index)
+    tf = training.tensorflow_or_none()
+    if tf is None:  # the same pairs from a PyDataset (JAX / PyTorch-only machines)
+        def make(idx):
+            a, b = (x[i].astype("float32") for i in (idx, partner[idx]))
+            return ((_keras().ops.convert_to_numpy(augmenter(a, training=True)),
+                     _keras().ops.convert_to_numpy(augmenter(b, training=True))),)
+
+        return training.IndexBatches(len(x), batch_size, make, seed, drop_remainder=len(x) >= batch_size)
     order = np.random.default_rng(seed).permutation(len(x))
     ds = tf.data.Dataset.from_tensor_slices((order, partner[order]))
     ds = ds.batch(batch_size, drop_remainder=len(x) >= batch_size)
