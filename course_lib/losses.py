@@ -14,10 +14,11 @@ EPS = 1e-8
 
 
 def joint_distribution(p1, p2):
-    """P (C x C): the batch-averaged outer product of two views' cluster probabilities, symmetrised."""
-    p = ops.matmul(ops.transpose(p1), p2)  # sum_i p1_i p2_i^T
-    p = (p + ops.transpose(p)) / 2.0
-    return p / ops.sum(p)
+    """P (C x C): the batch-averaged outer product of two views' cluster probabilities (N x C), symmetrised.
+    With leading axes (..., N, C), one P per leading index (e.g. per sub-head)."""
+    p = ops.matmul(ops.swapaxes(p1, -1, -2), p2)  # sum_i p1_i p2_i^T
+    p = (p + ops.swapaxes(p, -1, -2)) / 2.0
+    return p / ops.sum(p, axis=(-2, -1), keepdims=True)
 
 
 def iic_loss(p1, p2, lamb: float = 1.0, eps: float = EPS):
@@ -26,12 +27,13 @@ def iic_loss(p1, p2, lamb: float = 1.0, eps: float = EPS):
     Exactly the paper's objective: P = sym(p1^T p2)/sum, clamped at eps,
     loss = -sum_ij P_ij (log P_ij - lamb log P_i - lamb log P_j). lamb > 1 rewards balanced clusters more.
     Perfectly dependent, balanced views give -log C; independent views give 0.
+    Inputs (..., N, C) give one loss per leading index: S sub-heads in one batched product, S x N x C -> S.
     """
     p = joint_distribution(p1, p2)
     p = ops.maximum(p, eps)
-    pi = ops.sum(p, axis=1, keepdims=True)
-    pj = ops.sum(p, axis=0, keepdims=True)
-    return -ops.sum(p * (ops.log(p) - lamb * ops.log(pi) - lamb * ops.log(pj)))
+    pi = ops.sum(p, axis=-1, keepdims=True)
+    pj = ops.sum(p, axis=-2, keepdims=True)
+    return -ops.sum(p * (ops.log(p) - lamb * ops.log(pi) - lamb * ops.log(pj)), axis=(-2, -1))
 
 
 def entropy(p, axis=-1):

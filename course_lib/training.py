@@ -1,6 +1,7 @@
 """Keras training helpers shared by the methods: resumable fit, epoch timing, a NaN guard."""
 from __future__ import annotations
 
+import itertools
 import time
 
 import keras
@@ -63,6 +64,20 @@ def tensorflow_or_none():
     except ImportError:
         return None
     return tf
+
+
+def tf_index_batches(batches: IndexBatches, tf):
+    """The index vectors of `batches` (same order, reshuffled the same way every epoch) as a tf.data pipeline:
+    map an in-graph gather on it and no Python runs per training step."""
+    epochs = itertools.count()
+
+    def orders():  # called once per pass over the data
+        if next(epochs):
+            batches.on_epoch_end()
+        yield batches.order
+
+    ds = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec((batches.n,), tf.int64))
+    return ds.unbatch().batch(batches.batch_size, drop_remainder=batches.drop_remainder)
 
 
 def augmented_batches(x, y, batch_size: int, augmenter, seed: int = 0):

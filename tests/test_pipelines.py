@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from course_lib import training
-from course_lib.methods.iic import iic_batches
+from course_lib.methods.iic import FeatureViewBatches, feature_view_batches, iic_batches
 from course_lib.methods.scan import view_batches
 
 # image i is filled with the value i: a batch says which images it holds
@@ -63,3 +63,23 @@ def test_index_batches_without_shuffle_keep_the_order():
     batches = training.IndexBatches(10, 4, lambda idx: idx, shuffle=False)
     assert len(batches) == 3 and list(batches[2]) == [8, 9]
     assert len(training.IndexBatches(10, 4, lambda idx: idx, drop_remainder=True)) == 2
+
+
+def test_view_feature_batches_are_the_same_from_tf_data_and_from_the_pydataset():
+    """IIC's CPU trunk trains on tf.data where TensorFlow is installed: same batches, same order, every epoch."""
+    pytest.importorskip("tensorflow")
+    feats = np.random.default_rng(0).standard_normal((3, 40, 4)).astype("float32")
+    reference = FeatureViewBatches(feats, 8, seed=3)
+    pipeline = feature_view_batches(feats, 8, seed=3)
+    assert not isinstance(pipeline, FeatureViewBatches)
+    epochs = []
+    for _ in range(2):
+        got = [(np.asarray(f), np.asarray(v)) for (f, v), in pipeline]  # one pass = one epoch
+        want = [reference[i][0] for i in range(len(reference))]
+        reference.on_epoch_end()
+        assert len(got) == len(want) == 5
+        for (f, v), (f_ref, v_ref) in zip(got, want):
+            np.testing.assert_array_equal(f, f_ref)
+            np.testing.assert_array_equal(v, v_ref)
+        epochs.append(got[0][0])
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled between epochs

@@ -15,7 +15,7 @@ perturbations (agreement) and be used evenly (the H(z) inside I). As in the offi
 Two trunks: `trunk="cnn"` (the kit's small CNN on the images, trained end to end as in the paper: the full
 profile, for a GPU) and `trunk="hog"` (quick and standard, for a CPU): every image and every perturbed copy
 is described once by HOG (+ colour histograms), reduced by PCA, and a two-layer MLP is trained on the IIC
-objective over those view features (`FeatureViewBatches`).
+objective over those view features (`feature_view_batches`).
 
 The training model (`IICModel`) overrides `compute_loss`, so `model.fit` trains it with callbacks,
 progress bars and `BackupAndRestore` checkpoints; the perturbed copies are made in a tf.data pipeline
@@ -106,27 +106,34 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-class FeatureViewBatches(keras.utils.PyDataset):
+class FeatureViewBatches(training.IndexBatches):
     """((f, f'),) batches from precomputed view features `feats` ((1 + copies) x N x d, see `IIC.view_features`):
     f = the features of `n` unperturbed images, f' = those of their `copies` perturbed views, stacked copy by
     copy as in `iic_batches`. Reshuffled every epoch; the last incomplete batch is dropped. Any backend."""
 
     def __init__(self, feats, n: int, seed: int = 0, shuffle: bool = True):
-        super().__init__()
-        self.feats, self.n, self.shuffle = feats, min(n, feats.shape[1]), shuffle
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(feats.shape[1]) if shuffle else np.arange(feats.shape[1])
+        self.feats = feats
+        super().__init__(feats.shape[1], min(n, feats.shape[1]), self._pairs, seed, shuffle, drop_remainder=True)
 
-    def __len__(self):
-        return self.feats.shape[1] // self.n
-
-    def __getitem__(self, i):
-        idx = self.order[i * self.n:(i + 1) * self.n]
+    def _pairs(self, idx):
         return ((self.feats[0, idx], self.feats[1:, idx].reshape(-1, self.feats.shape[-1])),)
 
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.order = self.rng.permutation(self.feats.shape[1])
+
+def feature_view_batches(feats, n: int, seed: int = 0, shuffle: bool = True):
+    """`FeatureViewBatches`' batches, in the same order; where TensorFlow is installed as a tf.data pipeline
+    that gathers them in the graph (no Python per step: ~15% faster training steps on a 2-core CPU)."""
+    batches = FeatureViewBatches(feats, n, seed, shuffle)
+    tf = training.tensorflow_or_none()
+    if tf is None:
+        return batches
+    table, dim = tf.constant(feats), feats.shape[-1]
+
+    def pairs(idx):
+        f = tf.gather(table, idx, axis=1)
+        return ((f[0], tf.reshape(f[1:], (-1, dim))),)
+
+    ds = training.tf_index_batches(batches, tf).map(pairs, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------- networks
@@ -242,19 +249,20 @@ class IICModel(keras.Model):
         return out
 
     def sub_head_losses(self, y_pred, head: str = "B"):
-        """IIC loss of each sub-head of `head` on one batch of pairs (a list of scalars)."""
-        p1, p2 = y_pred[head]
-        return [losses.iic_loss(p1[:, s], p2[:, s], self.lamb) for s in range(self.n_sub[head])]
+        """IIC loss of each sub-head of `head` on one batch of pairs: a vector, all sub-heads in one batched
+        product (N x S x K -> S x N x K)."""
+        p1, p2 = (ops.transpose(p, (1, 0, 2)) for p in y_pred[head])
+        return losses.iic_loss(p1, p2, self.lamb)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total = 0.0
         if "B" in y_pred:
             loss_b = self.sub_head_losses(y_pred, "B")
-            for tracker, value in zip(self.loss_b_trackers, loss_b):
-                tracker.update_state(value)
-            total = total + ops.mean(ops.stack(loss_b))
+            for s, tracker in enumerate(self.loss_b_trackers):
+                tracker.update_state(loss_b[s])
+            total = total + ops.mean(loss_b)
         if "A" in y_pred:
-            loss_a = ops.mean(ops.stack(self.sub_head_losses(y_pred, "A")))
+            loss_a = ops.mean(self.sub_head_losses(y_pred, "A"))
             self.loss_a_tracker.update_state(loss_a)
             total = total + loss_a
         return total
@@ -378,7 +386,7 @@ def evaluate_sub_heads(model: IICModel, batches, max_batches: int | None = None)
                 break
             inputs = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 1 else batch
             y_pred = model(inputs, training=False)
-            totals += np.array([float(keras.ops.convert_to_numpy(v)) for v in model.sub_head_losses(y_pred, "B")])
+            totals += keras.ops.convert_to_numpy(model.sub_head_losses(y_pred, "B")).astype(np.float64)
             count += 1
     finally:
         model.active_heads = trained
@@ -447,7 +455,7 @@ def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> d
         feats = np.random.default_rng(0).standard_normal((1 + r, len(x), d)).astype("float32")
         iic = method.build((d,))
         iic.compile(optimizer="adam")
-        out["iic_img_s"], out["iic_img_cpu_s"] = timed_iic(iic, FeatureViewBatches(feats, n, shuffle=False))
+        out["iic_img_s"], out["iic_img_cpu_s"] = timed_iic(iic, repeat(feature_view_batches(feats, n, shuffle=False)), shuffle=False)
         plain = keras.Sequential([hog_trunk(d, method.params["hidden"]),
                                   layers.Dense(method.n_clusters, activation="softmax")], name="plain")
         xv = feats.reshape(-1, d)
@@ -606,7 +614,7 @@ class IIC(Method):
     def batches(self, x, shuffle: bool = True):
         if self.uses_hog():
             feats = self._view_features if self._is_fitted_on(x) else self.reduced_view_features(x)
-            return FeatureViewBatches(feats, self.batch_images(), self.seed, shuffle)
+            return feature_view_batches(feats, self.batch_images(), self.seed, shuffle)
         original, perturbed, _ = self.views(x.shape[1:])
         return iic_batches(x, self.batch_images(), self.params["copies"], original, perturbed, self.seed, shuffle)
 
