@@ -88,7 +88,7 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
 
 
 def throughput(method: str, dataset: str = "synthetic-signs", profile=None, seed: int = 0, k: int | None = None,
-               options: dict | None = None, images: int = 8000, steps: int = 20, repeats: int = 3,
+               options: dict | None = None, images: int = 8000, steps: int = 20, repeats: int = 5,
                out: str | Path | None = None, verbose: bool = True) -> dict:
     """Training speed of a method against plain `fit` of the same network (the method's
     `measure_throughput`, e.g. IIC's): images through the network per second, wall clock and per CPU-second."""
