@@ -301,7 +301,19 @@ def provenance(info, est) -> dict:
 
 
 def _machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}"
+    """CPU model, architecture, cores and OS: two '2-core CPU' machines can differ twofold in speed."""
+    return f"{_cpu_model()}, {platform.machine()} {os.cpu_count()} cores, {platform.system()}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _jsonable(d: dict) -> dict:
