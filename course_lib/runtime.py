@@ -80,7 +80,8 @@ def device_name() -> str:
             import jax
 
             d = jax.devices()[0]
-            return f"{d.platform}: {getattr(d, 'device_kind', d)}"
+            if d.platform != "cpu":  # the same 'cpu (N cores)' as the other backends otherwise
+                return f"{d.platform}: {getattr(d, 'device_kind', d)}"
         if backend == "torch":
             import torch
 
