@@ -1,4 +1,5 @@
-"""Keras training helpers shared by the methods: resumable fit, epoch timing, a NaN guard."""
+"""Keras training helpers shared by the methods: resumable fit, epoch timing, a NaN guard, input pipelines
+with or without TensorFlow."""
 from __future__ import annotations
 
 import itertools
