@@ -59,7 +59,7 @@ class IndexBatches(keras.utils.PyDataset):
 
 def tensorflow_or_none():
     """TensorFlow for the tf.data pipelines, or None where it is not installed (a JAX / PyTorch-only machine):
-    then the same batches come from an `IndexBatches`."""
+    then batches of the same form come from an `IndexBatches` (shuffled by NumPy, not by tf.data)."""
     try:
         import tensorflow as tf
     except ImportError:

@@ -1,5 +1,5 @@
-"""The input pipelines give the same batches with and without TensorFlow (the GPU image of a JAX / PyTorch machine
-has none): each image stays paired with its own label, copies or mined partner."""
+"""The input pipelines give batches of the same form with and without TensorFlow (the GPU image of a JAX / PyTorch
+machine has none): each image stays paired with its own label, copies or mined partner."""
 import keras
 import numpy as np
 import pytest

@@ -87,7 +87,7 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
     """
     n = min(batch_images, len(x))
     tf = training.tensorflow_or_none()
-    if tf is None:  # the same batches from a PyDataset
+    if tf is None:  # batches of the same form from a PyDataset (shuffled by NumPy)
         def make(idx):
             b = x[idx].astype("float32")
             return ((ops.convert_to_numpy(original(b, training=True)),
