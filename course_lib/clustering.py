@@ -14,6 +14,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import normalize
 
 ALGORITHMS = ("kmeans", "minibatch", "gmm", "agglomerative")
+# Ward needs an N x N distance matrix: ~0.4 GB of float32 at 10,000 rows, ~14 GB at 60,000 (kills Colab)
+AGGLOMERATIVE_MAX_ROWS = 10_000
 
 
 def check_k(k: int, n: int) -> None:
@@ -63,8 +65,54 @@ class FeaturePipeline:
         return self.fit(f).transform(f)
 
 
-def make_clusterer(k: int, algorithm: str = "kmeans", seed: int = 0, n_init: int = 10):
-    """A scikit-learn clusterer with fit / predict (agglomerative predicts only what it was fitted on)."""
+class SampledAgglomerative:
+    """Ward agglomerative clustering in bounded memory: Ward on a sample of N rows, the rest to the nearest
+    cluster mean.
+
+    Up to max_rows rows this is AgglomerativeClustering(n_clusters, linkage="ward"). Above, Ward runs on a
+    random sample of max_rows rows (drawn with seed) and every other row goes to the nearest mean of the
+    sample's clusters. predict sends new rows to the nearest cluster mean too. After fit: labels_,
+    cluster_centers_ (k x d), n_fitted_ (the rows Ward saw) and sampled_ (whether it sampled).
+    """
+
+    def __init__(self, n_clusters: int, max_rows: int = AGGLOMERATIVE_MAX_ROWS, seed: int = 0):
+        self.n_clusters, self.max_rows, self.seed = n_clusters, max_rows, seed
+
+    def fit(self, x: np.ndarray) -> "SampledAgglomerative":
+        x = np.asarray(x)
+        check_k(self.n_clusters, len(x))
+        if self.max_rows < self.n_clusters:
+            raise ValueError(f"max_rows={self.max_rows} is fewer rows than the {self.n_clusters} clusters")
+        self.sampled_ = len(x) > self.max_rows
+        rows = np.arange(len(x))
+        if self.sampled_:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(x), self.max_rows, replace=False))
+        xs = x[rows]
+        ward = AgglomerativeClustering(self.n_clusters, linkage="ward").fit_predict(xs).astype(np.int64)
+        self.n_fitted_ = len(xs)
+        self.cluster_centers_ = np.stack([xs[ward == c].mean(0) for c in range(self.n_clusters)])
+        self.labels_ = ward
+        if self.sampled_:
+            self.labels_ = self.predict(x)
+            self.labels_[rows] = ward  # the sampled rows keep Ward's labels
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The nearest cluster mean of each row."""
+        x, c = np.asarray(x), self.cluster_centers_
+        d = (x ** 2).sum(1, keepdims=True) - 2 * x @ c.T + (c ** 2).sum(1)
+        return np.argmin(d, 1).astype(np.int64)
+
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).labels_
+
+
+def make_clusterer(k: int, algorithm: str = "kmeans", seed: int = 0, n_init: int = 10,
+                   max_rows: int = AGGLOMERATIVE_MAX_ROWS):
+    """A scikit-learn-style clusterer with fit / predict / fit_predict.
+
+    max_rows: agglomerative only, the most rows Ward clusters (see SampledAgglomerative).
+    """
     if algorithm == "kmeans":
         return KMeans(k, n_init=n_init, random_state=seed)
     if algorithm == "minibatch":
@@ -72,16 +120,21 @@ def make_clusterer(k: int, algorithm: str = "kmeans", seed: int = 0, n_init: int
     if algorithm == "gmm":
         return GaussianMixture(k, covariance_type="diag", n_init=max(1, n_init // 5), random_state=seed)
     if algorithm == "agglomerative":
-        return AgglomerativeClustering(k, linkage="ward")
+        return SampledAgglomerative(k, max_rows, seed)
     raise ValueError(f"unknown clustering algorithm {algorithm!r}: choose one of {ALGORITHMS}")
 
 
 class FeatureClusterer:
-    """Feature pipeline + clusterer: `fit(features)`, `predict(features)`, like every method of the kit."""
+    """Feature pipeline + clusterer: `fit(features)`, `predict(features)`, like every method of the kit.
+
+    max_rows: agglomerative only, the most rows Ward clusters (the rest go to the nearest cluster mean).
+    """
 
     def __init__(self, n_clusters: int, pca_dim: int | None = 50, whiten: bool = False, l2: bool = True,
-                 algorithm: str = "kmeans", n_init: int = 10, seed: int = 0):
+                 algorithm: str = "kmeans", n_init: int = 10, seed: int = 0,
+                 max_rows: int = AGGLOMERATIVE_MAX_ROWS):
         self.n_clusters, self.algorithm, self.n_init, self.seed = n_clusters, algorithm, n_init, seed
+        self.max_rows = max_rows
         self.pipeline = FeaturePipeline(pca_dim, whiten, l2, seed)
 
     def fit(self, f: np.ndarray) -> "FeatureClusterer":
@@ -89,19 +142,14 @@ class FeatureClusterer:
         t0 = time.perf_counter()
         z = self.pipeline.fit_transform(f)
         t1 = time.perf_counter()
-        self.clusterer_ = make_clusterer(self.n_clusters, self.algorithm, self.seed, self.n_init)
+        self.clusterer_ = make_clusterer(self.n_clusters, self.algorithm, self.seed, self.n_init,
+                                         self.max_rows)
         self.labels_ = np.asarray(self.clusterer_.fit_predict(z), np.int64)
         self.timings_ = {"pca+l2": t1 - t0, self.algorithm: time.perf_counter() - t1}  # seconds per stage
-        # agglomerative clustering has no out-of-sample rule: new points go to the nearest cluster mean
-        self.centres_ = np.stack([z[self.labels_ == c].mean(0) for c in range(self.n_clusters)])
         return self
 
     def predict(self, f: np.ndarray) -> np.ndarray:
-        z = self.pipeline.transform(f)
-        if self.algorithm == "agglomerative":
-            d = (z ** 2).sum(1, keepdims=True) - 2 * z @ self.centres_.T + (self.centres_ ** 2).sum(1)
-            return np.argmin(d, 1).astype(np.int64)
-        return np.asarray(self.clusterer_.predict(z), np.int64)
+        return np.asarray(self.clusterer_.predict(self.pipeline.transform(f)), np.int64)
 
     def fit_predict(self, f: np.ndarray) -> np.ndarray:
         return self.fit(f).labels_

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from sklearn.cluster import AgglomerativeClustering
 from sklearn.datasets import make_blobs
 
 from course_lib import clustering, metrics
@@ -35,3 +36,35 @@ def test_pipeline_whitens_and_normalises():
     np.testing.assert_allclose(z.std(0), 1, rtol=0.05)
     z2 = clustering.FeaturePipeline(pca_dim=5, l2=True).fit_transform(f)
     np.testing.assert_allclose(np.linalg.norm(z2, axis=1), 1, rtol=1e-5)
+
+
+def _blobs(n: int, seed: int = 0):
+    """n rows of 4 well-separated Gaussian blobs in 8 dimensions, and their blob ids."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(4, size=n)
+    return (10 * np.eye(4, 8)[y] + rng.normal(size=(n, 8))).astype(np.float32), y
+
+
+def test_agglomerative_above_the_cap_runs_ward_on_a_sample_and_labels_every_row():
+    x, y = _blobs(2000)
+    agg = clustering.make_clusterer(4, "agglomerative", seed=0, max_rows=300)
+    labels = agg.fit_predict(x)
+    assert labels.shape == (2000,) and agg.n_fitted_ == 300 and agg.sampled_
+    assert metrics.hungarian_accuracy(y, labels) >= 0.99
+
+
+def test_agglomerative_below_the_cap_is_plain_ward():
+    x, _ = _blobs(500)
+    agg = clustering.make_clusterer(4, "agglomerative")
+    labels = agg.fit_predict(x)
+    assert not agg.sampled_ and agg.n_fitted_ == 500
+    np.testing.assert_array_equal(labels, AgglomerativeClustering(4, linkage="ward").fit_predict(x))
+
+
+def test_feature_clusterer_agglomerative_above_the_cap_labels_and_predicts_every_row():
+    x, y = _blobs(1500)
+    fc = clustering.FeatureClusterer(4, pca_dim=None, l2=False, algorithm="agglomerative", max_rows=200).fit(x)
+    assert fc.labels_.shape == (1500,) and fc.clusterer_.sampled_ and fc.clusterer_.n_fitted_ == 200
+    assert metrics.hungarian_accuracy(y, fc.labels_) >= 0.99
+    x_new, y_new = _blobs(300, seed=1)
+    assert metrics.hungarian_accuracy(y_new, fc.predict(x_new)) >= 0.99
