@@ -8,16 +8,21 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+# Augmentation computes in float32 whatever the precision policy: under mixed_float16 RandomErasing fails inside
+# tf.data (a Range op on half) and float16 rounds pixel values above 1,024 to steps of 1. Every pipeline layer
+# is made with dtype=F32.
+F32 = "float32"
+
 
 def weak_augmenter(flips: bool = False, seed: int = 0, name: str = "weak_augment") -> keras.Sequential:
     """Small shifts, rotations and zooms: label-preserving for signs and digits."""
     ops = [
-        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
-        layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 1),
-        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed, dtype=F32),
+        layers.RandomRotation(0.04, fill_mode="nearest", seed=seed + 1, dtype=F32),
+        layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2, dtype=F32),
     ]
     if flips:
-        ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 3))
+        ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 3, dtype=F32))
     return keras.Sequential(ops, name=name)
 
 
@@ -28,20 +33,20 @@ def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0,
     Works on images in [0, 255]. colour=False for greyscale data.
     """
     ops = [
-        layers.RandomZoom((-0.35, 0.1), fill_mode="nearest", seed=seed),
-        layers.RandomTranslation(0.12, 0.12, fill_mode="nearest", seed=seed + 1),
-        layers.RandomRotation(0.06, fill_mode="nearest", seed=seed + 2),
+        layers.RandomZoom((-0.35, 0.1), fill_mode="nearest", seed=seed, dtype=F32),
+        layers.RandomTranslation(0.12, 0.12, fill_mode="nearest", seed=seed + 1, dtype=F32),
+        layers.RandomRotation(0.06, fill_mode="nearest", seed=seed + 2, dtype=F32),
     ]
     if colour:
         ops += [
             layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.4, contrast_factor=0.4,
-                                     saturation_factor=(0.3, 0.8), hue_factor=0.05, seed=seed + 3),
-            layers.RandomGrayscale(0.2, seed=seed + 4),
+                                     saturation_factor=(0.3, 0.8), hue_factor=0.05, seed=seed + 3, dtype=F32),
+            layers.RandomGrayscale(0.2, seed=seed + 4, dtype=F32),
         ]
     else:
-        ops += [layers.RandomBrightness(0.3, value_range=(0, 255), seed=seed + 3),
-                layers.RandomContrast(0.4, value_range=(0, 255), seed=seed + 4)]
-    ops.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), value_range=(0, 255), seed=seed + 5))
+        ops += [layers.RandomBrightness(0.3, value_range=(0, 255), seed=seed + 3, dtype=F32),
+                layers.RandomContrast(0.4, value_range=(0, 255), seed=seed + 4, dtype=F32)]
+    ops.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), value_range=(0, 255), seed=seed + 5, dtype=F32))
     if flips:
-        ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 6))
+        ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 6, dtype=F32))
     return keras.Sequential(ops, name=name)

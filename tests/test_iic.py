@@ -60,7 +60,7 @@ def test_loss_is_the_mean_of_the_sub_heads_iic_losses():
     orig, views = batch
     p_orig = model._probs(model.head_b, model.trunk(orig), 10)
     p_views = model._probs(model.head_b, model.trunk(views), 10)
-    tiled = np.tile(_np(p_orig), (2, 1, 1))
+    tiled = np.repeat(_np(p_orig), 2, axis=0)  # copies stacked image by image
     assert b[1] == pytest.approx(float(_np(losses.iic_loss(tiled[:, 1], _np(p_views)[:, 1]))), abs=1e-5)
     assert float(_np(model.compute_loss(y_pred=y_pred))) == pytest.approx(np.mean(a) + np.mean(b), abs=1e-5)
     model.active_heads = "B"  # head B's epoch: head A is not computed at all
@@ -152,9 +152,9 @@ def test_feature_view_batches_pair_each_image_with_its_own_copies():
     feats[..., 1] = np.arange(n_img)[None, :]  # which image
     (orig, views), = FeatureViewBatches(feats, 8, seed=0)[1]
     assert orig.shape == (8, 2) and views.shape == (24, 2) and np.all(orig[:, 0] == 0)
-    for j in range(copies):  # copy j of image i at j * n + i, like iic_batches
-        np.testing.assert_array_equal(views[j * 8:(j + 1) * 8, 1], orig[:, 1])
-        assert np.all(views[j * 8:(j + 1) * 8, 0] == j + 1)
+    for j in range(copies):  # copy j of image i at i * copies + j, like iic_batches
+        np.testing.assert_array_equal(views[j::copies, 1], orig[:, 1])
+        assert np.all(views[j::copies, 0] == j + 1)
     assert len(FeatureViewBatches(feats, 8)) == 2  # the incomplete last batch is dropped
 
 

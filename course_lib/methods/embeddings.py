@@ -22,6 +22,8 @@ import numpy as np
 from keras import layers, ops
 
 from .. import augment, losses, models, training
+from ..augment import F32
+from ..distribute import per_replica
 from . import register
 from .pixels import FeatureKMeans
 
@@ -153,7 +155,8 @@ class AutoencoderModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         clean, _ = split_views(x)
         target = self.preprocess(clean)
-        return ops.mean(ops.square(ops.cast(y_pred, "float32") - ops.cast(target, "float32")))
+        error = ops.square(ops.cast(y_pred, "float32") - ops.cast(target, "float32"))
+        return per_replica(ops.mean(losses.global_mean(error)))  # the global batch's MSE
 
 
 # ---------------------------------------------------------------- pair classifier and dot-product embedding
@@ -193,7 +196,7 @@ class PairModel(keras.Model):
         logits = ops.cast(y_pred, "float32")
         n = ops.shape(logits)[0] // 2
         labels = ops.concatenate([ops.ones((n,)), ops.zeros((n,))])
-        return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
+        return per_replica(losses.global_mean(ops.binary_crossentropy(labels, logits, from_logits=True)))
 
 
 class SimilarityModel(keras.Model):
@@ -220,7 +223,7 @@ class SimilarityModel(keras.Model):
         return ops.stack([e1, e2])
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return losses.nt_xent_loss(y_pred[0], y_pred[1], self.temperature)
+        return per_replica(losses.nt_xent_loss(y_pred[0], y_pred[1], self.temperature))
 
 
 # ---------------------------------------------------------------- methods
@@ -302,7 +305,8 @@ class AutoencoderKMeans(EmbeddingKMeans):
 
     def views(self, input_shape):
         second = make_augmenter(self.params["augment"], input_shape[-1] == 3, self.seed)
-        return StackViews(None, second, noise=self.params["noise"], seed=self.seed, name="clean_and_corrupted")
+        return StackViews(None, second, noise=self.params["noise"], seed=self.seed, name="clean_and_corrupted",
+                          dtype=F32)
 
     def reconstruct(self, x) -> np.ndarray:
         """Reconstructions as uint8 images (standardised targets are mapped back to each image's mean/std)."""
@@ -352,7 +356,7 @@ class PairKMeans(EmbeddingKMeans):
     def views(self, input_shape):
         colour = input_shape[-1] == 3
         return StackViews(make_augmenter(self.params["augment"], colour, self.seed),
-                          make_augmenter(self.params["augment"], colour, self.seed + 100), name="two_views")
+                          make_augmenter(self.params["augment"], colour, self.seed + 100), name="two_views", dtype=F32)
 
 
 @register
@@ -379,10 +383,10 @@ class SimilarityKMeans(EmbeddingKMeans):
         projector = None
         if p["projection_dim"]:  # SimCLR's projection head: the loss reads it, KMeans reads the embedding
             projector = keras.Sequential([keras.Input((p["embedding_dim"],)), layers.ReLU(),
-                                          layers.Dense(p["projection_dim"])], name="projector")
+                                          layers.Dense(p["projection_dim"], dtype="float32")], name="projector")
         return SimilarityModel(encoder, p["temperature"], projector, name="similarity"), encoder
 
     def views(self, input_shape):
         colour = input_shape[-1] == 3
         return StackViews(make_augmenter(self.params["augment"], colour, self.seed),
-                          make_augmenter(self.params["augment"], colour, self.seed + 100), name="two_views")
+                          make_augmenter(self.params["augment"], colour, self.seed + 100), name="two_views", dtype=F32)

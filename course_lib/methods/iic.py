@@ -34,6 +34,8 @@ import numpy as np
 from keras import layers, ops
 
 from .. import losses, metrics, training
+from ..augment import F32
+from ..distribute import per_replica
 from ..clustering import FeaturePipeline
 from ..models import SobelFilter
 from . import Method, register
@@ -55,32 +57,33 @@ def iic_views(input_shape, input_size: int = 24, crop: float = 0.72, view_scale=
     h = input_shape[0]
     side = max(8, round(h * crop))
     margin = (1 - crop) / 2
-    resize = [layers.Resizing(input_size, input_size)] if side != input_size else []
-    evaluation = keras.Sequential([layers.CenterCrop(side, side), *resize], name="eval_view")
+    resize = [layers.Resizing(input_size, input_size, dtype=F32)] if side != input_size else []
+    evaluation = keras.Sequential([layers.CenterCrop(side, side, dtype=F32), *resize], name="eval_view")
     original = keras.Sequential([
-        layers.RandomTranslation(margin, margin, fill_mode="nearest", seed=seed),
-        layers.CenterCrop(side, side), *resize], name="original_view")
+        layers.RandomTranslation(margin, margin, fill_mode="nearest", seed=seed, dtype=F32),
+        layers.CenterCrop(side, side, dtype=F32), *resize], name="original_view")
     lo, hi = view_scale
     perturbed = [
-        layers.RandomRotation(rotation / 360.0, fill_mode="nearest", seed=seed + 1),
-        layers.RandomZoom((lo - 1.0, hi - 1.0), fill_mode="nearest", seed=seed + 2),  # zoom in: a crop
-        layers.RandomTranslation((1 - hi) / 2, (1 - hi) / 2, fill_mode="nearest", seed=seed + 3),
-        layers.Resizing(input_size, input_size),
+        layers.RandomRotation(rotation / 360.0, fill_mode="nearest", seed=seed + 1, dtype=F32),
+        layers.RandomZoom((lo - 1.0, hi - 1.0), fill_mode="nearest", seed=seed + 2, dtype=F32),  # zoom in: a crop
+        layers.RandomTranslation((1 - hi) / 2, (1 - hi) / 2, fill_mode="nearest", seed=seed + 3, dtype=F32),
+        layers.Resizing(input_size, input_size, dtype=F32),
     ]
     if jitter:
         if input_shape[-1] == 3:
             perturbed.append(layers.RandomColorJitter(
                 value_range=(0, 255), brightness_factor=jitter / 2, contrast_factor=jitter,
-                saturation_factor=(0.5 - jitter / 2, 0.5 + jitter / 2), hue_factor=jitter / 4, seed=seed + 4))
+                saturation_factor=(0.5 - jitter / 2, 0.5 + jitter / 2), hue_factor=jitter / 4, seed=seed + 4, dtype=F32))
         else:
-            perturbed += [layers.RandomBrightness(jitter / 2, value_range=(0, 255), seed=seed + 4),
-                          layers.RandomContrast(jitter, value_range=(0, 255), seed=seed + 5)]
+            perturbed += [layers.RandomBrightness(jitter / 2, value_range=(0, 255), seed=seed + 4, dtype=F32),
+                          layers.RandomContrast(jitter, value_range=(0, 255), seed=seed + 5, dtype=F32)]
     return original, keras.Sequential(perturbed, name="perturbed_view"), evaluation
 
 
 def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: int = 0, shuffle: bool = True):
     """Batches ((x, x'),) for fit: x = original views of `batch_images` images (n), x' = `copies` (r)
-    perturbed copies of each, stacked copy by copy (n * r images; copy j of image i at j * n + i).
+    perturbed copies of each, stacked image by image (n * r images; copy j of image i at i * r + j): split
+    between replicas, each half of x' holds the copies of its half of x.
 
     With TensorFlow a tf.data pipeline: the perturbations run on its threads beside the training step.
     The last incomplete batch is dropped (a small batch estimates P badly); reshuffled every epoch.
@@ -91,13 +94,13 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
         def make(idx):
             b = x[idx].astype("float32")
             return ((ops.convert_to_numpy(original(b, training=True)),
-                     ops.convert_to_numpy(perturbed(np.concatenate([b] * copies), training=True))),)
+                     ops.convert_to_numpy(perturbed(np.repeat(b, copies, axis=0), training=True))),)
 
         return training.IndexBatches(len(x), n, make, seed, shuffle, drop_remainder=True)
 
     def make_pairs(b):
         b = tf.cast(b, "float32")
-        return ((original(b, training=True), perturbed(tf.tile(b, [copies, 1, 1, 1]), training=True)),)
+        return ((original(b, training=True), perturbed(tf.repeat(b, copies, axis=0), training=True)),)
 
     ds = tf.data.Dataset.from_tensor_slices(x)
     if shuffle:
@@ -108,15 +111,15 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
 
 class FeatureViewBatches(training.IndexBatches):
     """((f, f'),) batches from precomputed view features `feats` ((1 + copies) x N x d, see `IIC.view_features`):
-    f = the features of `n` unperturbed images, f' = those of their `copies` perturbed views, stacked copy by
-    copy as in `iic_batches`. Reshuffled every epoch; the last incomplete batch is dropped. Any backend."""
+    f = the features of `n` unperturbed images, f' = those of their `copies` perturbed views, stacked image by
+    image as in `iic_batches`. Reshuffled every epoch; the last incomplete batch is dropped. Any backend."""
 
     def __init__(self, feats, n: int, seed: int = 0, shuffle: bool = True):
         self.feats = feats
         super().__init__(feats.shape[1], min(n, feats.shape[1]), self._pairs, seed, shuffle, drop_remainder=True)
 
     def _pairs(self, idx):
-        return ((self.feats[0, idx], self.feats[1:, idx].reshape(-1, self.feats.shape[-1])),)
+        return ((self.feats[0, idx], self.feats[1:, idx].swapaxes(0, 1).reshape(-1, self.feats.shape[-1])),)
 
 
 def feature_view_batches(feats, n: int, seed: int = 0, shuffle: bool = True):
@@ -130,7 +133,7 @@ def feature_view_batches(feats, n: int, seed: int = 0, shuffle: bool = True):
 
     def pairs(idx):
         f = tf.gather(table, idx, axis=1)
-        return ((f[0], tf.reshape(f[1:], (-1, dim))),)
+        return ((f[0], tf.reshape(tf.transpose(f[1:], (1, 0, 2)), (-1, dim))),)
 
     ds = training.tf_index_batches(batches, tf).map(pairs, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(tf.data.AUTOTUNE)
@@ -225,15 +228,15 @@ class IICModel(keras.Model):
         return ops.softmax(ops.cast(logits, "float32"), axis=-1)
 
     def _paired_probs(self, head, f_orig, f_views, k):
-        """(p, p') of one head for a batch of N images and their r copies (views stacked copy by copy):
+        """(p, p') of one head for a batch of N images and their r copies (views stacked image by image):
         the originals' probabilities and the mean of each image's r copies' probabilities, N x sub-heads x k.
 
         The paper pairs the original with every copy: P = sum_c p^T p_c. That equals r p^T mean_c(p_c), and
         P is normalised, so pairing with the mean is the same objective with an r times smaller product.
         """
         p = self._probs(head, f_orig, k)
-        p_views = ops.reshape(self._probs(head, f_views, k), (-1, ops.shape(p)[0], ops.shape(p)[1], k))
-        return p, ops.mean(p_views, axis=0)
+        p_views = ops.reshape(self._probs(head, f_views, k), (ops.shape(p)[0], -1, ops.shape(p)[1], k))
+        return p, ops.mean(p_views, axis=1)
 
     def call(self, inputs, training=False):
         if not isinstance(inputs, (tuple, list)):  # plain images: head B after the evaluation view
@@ -265,7 +268,7 @@ class IICModel(keras.Model):
             loss_a = ops.mean(self.sub_head_losses(y_pred, "A"))
             self.loss_a_tracker.update_state(loss_a)
             total = total + loss_a
-        return total
+        return per_replica(total)  # the global batch's loss, scaled for the replicas' summed gradients
 
 
 @contextlib.contextmanager
@@ -406,7 +409,7 @@ class _ViewsInModel(IICModel):
     def call(self, inputs, training=False):
         if training and not isinstance(inputs, (tuple, list)):
             inputs = (self.original(inputs, training=True),
-                      self.perturbed(ops.tile(inputs, (self.copies, 1, 1, 1)), training=True))
+                      self.perturbed(ops.repeat(inputs, self.copies, axis=0), training=True))
         return super().call(inputs, training=training)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import augment, losses, models, training
 from ..clustering import FeatureClusterer, FeaturePipeline, nearest_neighbours
+from ..distribute import per_replica
 from . import Method, register
 
 
@@ -71,7 +72,7 @@ def simclr_model(backbone, proj_dim: int = 128, temperature: float = 0.1):
             super().__init__()
             self.backbone = backbone
             self.projector = keras.Sequential([keras.layers.Dense(256, activation="relu"),
-                                               keras.layers.Dense(proj_dim)])
+                                               keras.layers.Dense(proj_dim, dtype="float32")])
 
         def call(self, inputs, training=False):
             v1, v2 = inputs
@@ -79,7 +80,7 @@ def simclr_model(backbone, proj_dim: int = 128, temperature: float = 0.1):
                     self.projector(self.backbone(v2, training=training)))
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-            return losses.nt_xent_loss(y_pred[0], y_pred[1], temperature)
+            return per_replica(losses.nt_xent_loss(y_pred[0], y_pred[1], temperature))
 
     return SimCLR()
 
@@ -168,7 +169,7 @@ def clustering_model(encoder, n_clusters: int, n_heads: int, entropy_weight: flo
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             pa, pn = y_pred
-            return sum(losses.scan_loss(pa[h], pn[h], entropy_weight)[0] for h in range(n_heads))
+            return per_replica(sum(losses.scan_loss(pa[h], pn[h], entropy_weight)[0] for h in range(n_heads)))
 
     return SCANModel()
 
