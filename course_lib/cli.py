@@ -1,4 +1,4 @@
-"""Command line: `python -m course_lib benchmark ...`, `report`, `throughput` and `info`."""
+"""Command line: `python -m course_lib benchmark ...`, `report`, `throughput`, `gpucheck` and `info`."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,13 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE")
     t.add_argument("--out", help="write the result as JSON here")
+    g = sub.add_parser("gpucheck", help="every method's full code path for a few steps on the accelerator present "
+                                        "(--emulate: mixed_float16 and two logical devices on a CPU)")
+    g.add_argument("--methods", help="comma-separated (default: every trained method)")
+    g.add_argument("--emulate", action="store_true", help="a GPU session on a CPU: mixed_float16, 2 logical devices")
+    g.add_argument("--images", type=int, default=384, help="synthetic signs to train on (default 384)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", help="write the JSON here (e.g. results/gpu/check.json)")
     sub.add_parser("info", help="versions, devices, profile and the datasets found")
     rep = sub.add_parser("report", help="summarise the run JSONs in results/NAME/ into results/NAME.json, "
                                         ".md and figures")
@@ -82,6 +89,12 @@ def main(argv=None) -> int:
         throughput(args.method, args.dataset, profile=args.profile, seed=args.seed, options=dict(args.option),
                    images=args.images, steps=args.steps, repeats=args.repeats, out=args.out)
         return 0
+    if args.command == "gpucheck":
+        from .gpucheck import run as gpucheck
+
+        doc = gpucheck(args.methods.split(",") if args.methods else None, emulate=args.emulate, images=args.images,
+                       seed=args.seed, out=args.out)
+        return 0 if doc["ok"] else 1
     if args.command == "report":
         from .benchmark import report
 

@@ -134,9 +134,10 @@ class RuntimeInfo:
     seed: int
     backend: str
     device: str
-    strategy: object | None  # a tf.distribute strategy when several GPUs / a TPU are present
+    strategy: object | None  # the tf.distribute strategy every model trains under (several devices), else None
     mixed_precision: bool
     environment: str  # colab, kaggle or local
+    replicas: int = 1  # devices a training step runs on
 
     def summary(self) -> dict:
         return {
@@ -144,10 +145,23 @@ class RuntimeInfo:
             "seed": self.seed,
             "backend": self.backend,
             "device": self.device,
+            "replicas": self.replicas,
             "mixed_precision": self.mixed_precision,
             "environment": self.environment,
             **versions(),
         }
+
+
+CHECKPOINTS_ENV = "COURSE_CHECKPOINTS"
+
+
+def checkpoint_root() -> str | None:
+    """The folder long runs save to by default, so that rerunning a cut-off cell continues: $COURSE_CHECKPOINTS
+    (e.g. a mounted Google Drive), else `course_checkpoints` in the working directory on Colab and Kaggle, where
+    sessions end by themselves; None elsewhere (pass checkpoint_dir to a method to resume there too)."""
+    if os.environ.get(CHECKPOINTS_ENV):
+        return os.environ[CHECKPOINTS_ENV]
+    return "course_checkpoints" if environment() in ("colab", "kaggle") else None
 
 
 def environment() -> str:
@@ -159,19 +173,28 @@ def environment() -> str:
 
 
 def setup(seed: int = 0, profile: str | Profile | None = None, mixed_precision: bool | None = None,
-          verbose: bool = True) -> RuntimeInfo:
+          verbose: bool = True, emulate_replicas: int = 0) -> RuntimeInfo:
     """Seed everything, configure devices and print the profile, versions and devices.
 
-    mixed_precision=None turns it on only on a GPU that runs float16 fast (compute capability >= 7).
+    mixed_precision=None turns it on only on a GPU that runs float16 fast (compute capability >= 7: Colab's and
+    Kaggle's T4; not Kaggle's P100). With several GPUs every model is built and trained under a
+    MirroredStrategy (`distribute.set_strategy`): Kaggle's two T4s both train. `emulate_replicas=2` splits the
+    CPU into two logical devices and turns on mixed precision: a student's GPU session, as CI runs it (call it
+    in a fresh process, before any model is built).
     """
     import keras
 
+    from . import distribute
+
     prof = get_profile(profile)
     backend = keras.backend.backend()
-    strategy, use_mp = None, False
+    strategy, use_mp, note = None, False, ""
     if backend == "tensorflow":
         import tensorflow as tf
 
+        if emulate_replicas:
+            strategy = distribute.emulate_devices(emulate_replicas)
+            mixed_precision, note = True, f" (emulated: {emulate_replicas} logical CPU devices)"
         gpus = tf.config.list_physical_devices("GPU")
         for gpu in gpus:
             try:
@@ -181,30 +204,39 @@ def setup(seed: int = 0, profile: str | Profile | None = None, mixed_precision: 
         if mixed_precision is None and gpus:
             cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
             mixed_precision = cc >= (7, 0)
-        strategy = _distribute_strategy(tf, gpus)
-    elif mixed_precision is None:
-        mixed_precision = has_accelerator()
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        use_mp = True
+        if len(gpus) > 1:
+            strategy = tf.distribute.MirroredStrategy()
+        elif not gpus and environment() != "local" and os.environ.get("TPU_NAME", os.environ.get("COLAB_TPU_ADDR")):
+            note = (" - a TPU runtime: the kit does not train on TPUs (its steps are tested on GPUs and CPUs only); "
+                    "it runs on the host CPU. Choose a GPU runtime (Colab: T4; Kaggle: T4 x2 or P100)")
+        distribute.set_strategy(strategy)
+    elif emulate_replicas:
+        raise ValueError("emulate_replicas needs the TensorFlow backend (tf.distribute): set KERAS_BACKEND=tensorflow")
+    else:
+        if mixed_precision is None:
+            mixed_precision = has_accelerator()
+        if backend == "jax":  # several accelerators: Keras shards each global batch over them (DataParallel)
+            import jax
+
+            if len(jax.devices()) > 1 and jax.devices()[0].platform != "cpu":
+                keras.distribution.set_distribution(keras.distribution.DataParallel())
+    replicas = strategy.num_replicas_in_sync if strategy is not None else _jax_replicas(backend)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    use_mp = bool(mixed_precision)
     seed_everything(seed)
-    info = RuntimeInfo(prof, seed, backend, device_name(), strategy, use_mp, environment())
+    info = RuntimeInfo(prof, seed, backend, device_name(), strategy, use_mp, environment(), replicas)
     if verbose:
         print(f"profile: {prof.name}  ({PROFILE_ENV}={os.environ.get(PROFILE_ENV, '<unset>')})  seed: {seed}")
-        print(f"backend: {backend}  device: {info.device}  mixed precision: {use_mp}  env: {info.environment}")
+        print(f"backend: {backend}  device: {info.device}  replicas: {replicas}{note}  mixed precision: {use_mp}  "
+              f"env: {info.environment}")
         print("versions:", ", ".join(f"{k} {v}" for k, v in versions().items()))
     return info
 
 
-def _distribute_strategy(tf, gpus):
-    """A TPU or multi-GPU strategy when one is present, else None (plain single-device Keras)."""
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    except Exception:
-        pass
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return None
+def _jax_replicas(backend: str) -> int:
+    if backend != "jax":
+        return 1
+    import keras
+
+    dist = keras.distribution.distribution()
+    return len(dist.device_mesh.devices.flatten()) if dist is not None else 1

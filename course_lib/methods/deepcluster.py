@@ -195,6 +195,7 @@ class DeepCluster(Method):
         "full": dict(epochs=100, widths=(96, 256, 384, 384, 256), fc=4096, dropout=0.5, pca_dim=256,
                      optimizer="sgd", learning_rate=0.05, batch_size=256),
     }
+    smoke = dict(epochs=3, batch_size=64, pca_dim=32, final_n_init=1)
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
@@ -302,7 +303,7 @@ class DeepCluster(Method):
 
     # -------------------------------------------------------- checkpoints
     def _ckpt(self) -> Path | None:
-        d = self.params["checkpoint_dir"]
+        d = getattr(self, "checkpoint_dir_", None)  # set by fit: `checkpoint_folder`
         return Path(d) if d else None
 
     def _save_checkpoint(self, epoch: int, labels: np.ndarray) -> None:
@@ -349,6 +350,7 @@ class DeepCluster(Method):
         self.loop_index_ = self.loop_images(len(x_all))
         x = x_all if self.loop_index_ is None else x_all[self.loop_index_]
         self.k_ = self.overclusters(len(x))
+        self.checkpoint_dir_ = self.checkpoint_folder(x)
         check_k(self.k_, len(x))
         self.features_ = self.build(x.shape[1:])
         self.model_ = None

@@ -256,7 +256,7 @@ class EmbeddingKMeans(FeatureKMeans):
         t0 = time.perf_counter()
         self.history_ = training.fit_resumable(
             self.model_, x.astype("float32"), np.zeros(len(x), "float32"), epochs=p["epochs"],
-            batch_size=p["batch_size"], checkpoint_dir=p["checkpoint_dir"], verbose=p["verbose"], seed=self.seed,
+            batch_size=p["batch_size"], checkpoint_dir=self.checkpoint_folder(x), verbose=p["verbose"], seed=self.seed,
             augmenter=self.views(x.shape[1:]))
         self.timings_["training"] = time.perf_counter() - t0
         return self
@@ -293,6 +293,7 @@ class AutoencoderKMeans(EmbeddingKMeans):
         "standard": dict(epochs=12),
         "full": dict(epochs=40, width=32),
     }
+    smoke = dict(epochs=3, batch_size=64, n_init=1)
 
     def build(self, input_shape):
         p = self.params
@@ -344,6 +345,7 @@ class PairKMeans(EmbeddingKMeans):
         "standard": dict(epochs=10),
         "full": dict(epochs=100, width=64),
     }
+    smoke = dict(epochs=3, batch_size=64, n_init=1)
 
     def build(self, input_shape):
         p = self.params
@@ -376,6 +378,7 @@ class SimilarityKMeans(EmbeddingKMeans):
         "standard": dict(epochs=10),
         "full": dict(epochs=200, width=64, batch_size=512, projection_dim=128),
     }
+    smoke = dict(epochs=3, batch_size=128, n_init=1)
 
     def build(self, input_shape):
         p = self.params

@@ -538,6 +538,7 @@ class IIC(Method):
         "standard": dict(_HOG, epochs=20),
         "full": dict(epochs=100, width=64, pool="flatten"),
     }
+    smoke = dict(epochs=4, batch_images=32, select_images=64, monitor_images=64)  # BABA: two epochs a head
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
@@ -648,7 +649,7 @@ class IIC(Method):
         t0 = time.perf_counter()
         with idle_head_has_no_gradient():
             hist = self.model_.fit(self.batches(x), epochs=p["epochs"], verbose=p["verbose"], shuffle=False,
-                                   callbacks=self._callbacks(callbacks))
+                                   callbacks=self._callbacks(callbacks, self.checkpoint_folder(x)))
         self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         self.timings_["training"] = time.perf_counter() - t0
         per_epoch = (len(x) // n) * n * (1 + p["copies"])  # images through the trunk in one epoch
@@ -668,10 +669,10 @@ class IIC(Method):
         """Training images/s against plain `fit` of the same trunk (`measure_throughput`)."""
         return measure_throughput(self, x, steps, repeats)
 
-    def _callbacks(self, extra):
+    def _callbacks(self, extra, checkpoint_dir=None):
         cbs = [training.NaNGuard(), training.EpochTimer(), *extra]
-        if self.params["checkpoint_dir"]:
-            cbs.append(keras.callbacks.BackupAndRestore(str(self.params["checkpoint_dir"]), delete_checkpoint=False))
+        if checkpoint_dir:
+            cbs.append(keras.callbacks.BackupAndRestore(checkpoint_dir, delete_checkpoint=False))
         return cbs
 
     def predict_heads(self, x) -> np.ndarray:

@@ -222,6 +222,9 @@ class SCAN(Method):
         "full": dict(pretext_epochs=200, scan_epochs=100, end_to_end=True, selflabel_rounds=20,
                      selflabel_epochs=5, width=64, batch_size=512),
     }
+    # threshold 0: in a few steps no sample is 0.99-confident, and the smoke run must reach self-labeling
+    smoke = dict(pretext_epochs=3, scan_epochs=3, selflabel_rounds=1, selflabel_epochs=1, selflabel_min_steps=0,
+                 batch_size=64, threshold=0.0)
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
@@ -236,12 +239,13 @@ class SCAN(Method):
 
     def _cache(self, x, step: str, keys: tuple) -> Path | None:
         """cache_dir/<step>-<hash of the step's settings, the seed and the images>, or None."""
-        if not self.params["cache_dir"]:
+        folder = self.checkpoint_folder(x, "cache_dir")
+        if not folder:
             return None
         cfg = json.dumps({k: self.params[k] for k in keys}, sort_keys=True) + f"|{self.seed}|{x.shape}"
         digest = hashlib.sha1(cfg.encode() + np.ascontiguousarray(x).data).hexdigest()[:12]
-        Path(self.params["cache_dir"]).mkdir(parents=True, exist_ok=True)
-        return Path(self.params["cache_dir"]) / f"{step}-{digest}"
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(folder) / f"{step}-{digest}"
 
     # ---- steps
     def pretext(self, x):

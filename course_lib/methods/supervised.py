@@ -23,6 +23,7 @@ class SupervisedCNN(Method):
         "standard": dict(epochs=15, batch_size=128),
         "full": dict(epochs=40, batch_size=128),
     }
+    smoke = dict(epochs=3, batch_size=64)
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
@@ -45,7 +46,7 @@ class SupervisedCNN(Method):
         self.model_.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
         self.history_ = training.fit_resumable(
             self.model_, x.astype("float32"), np.asarray(y), epochs=p["epochs"], batch_size=p["batch_size"],
-            checkpoint_dir=p["checkpoint_dir"], verbose=p["verbose"], seed=self.seed,
+            checkpoint_dir=self.checkpoint_folder(x), verbose=p["verbose"], seed=self.seed,
             augmenter=augment.weak_augmenter(seed=self.seed) if p["augment"] else None)
         ran = [int(e) for e in self.history_.get("epoch", [])]
         self.log_ = {"epochs": p["epochs"], "epochs_run_now": ran,
