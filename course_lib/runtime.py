@@ -40,7 +40,7 @@ PROFILES = {
 
 
 def has_accelerator() -> bool:
-    """True when the active Keras backend sees a GPU or TPU."""
+    """True when the active Keras backend sees a GPU (JAX: any accelerator)."""
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     try:
         if backend == "jax":
@@ -53,7 +53,7 @@ def has_accelerator() -> bool:
             return torch.cuda.is_available()
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+        return bool(tf.config.list_physical_devices("GPU"))  # a TPU is not used by the kit (see `setup`)
     except Exception:  # a backend that fails to import has no accelerator for us
         return False
 
@@ -223,6 +223,9 @@ def setup(seed: int = 0, profile: str | Profile | None = None, mixed_precision: 
     replicas = strategy.num_replicas_in_sync if strategy is not None else _jax_replicas(backend)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
     use_mp = bool(mixed_precision)
+    from .training import set_augment_on_device
+
+    set_augment_on_device(bool(emulate_replicas) or has_accelerator())  # augmentation in the step, on the device
     seed_everything(seed)
     info = RuntimeInfo(prof, seed, backend, device_name(), strategy, use_mp, environment(), replicas)
     if verbose:

@@ -77,3 +77,18 @@ def test_augmented_views_are_described_once_beside_the_originals():
     # an augmented copy stays closer to its own original than to the other images, on average
     sims = est.view_features_[0] @ f.T
     assert np.mean(np.diag(sims)) > np.mean(sims) + 0.2
+
+
+@pytest.mark.parametrize("train", [scan.train_simclr, scan.train_rotnet])
+def test_a_cut_off_pretext_continues_after_its_last_finished_epoch(train, tmp_path):
+    """A Colab disconnect during the 200 pretext epochs: rerunning continues, it does not start over."""
+    x = data.load_dataset("digits", "train", max_images=128).x
+    kw = dict(batch_size=64, width=8, lr=1e-3, seed=0, checkpoint=tmp_path / "pretext-partial")
+    if train is scan.train_simclr:
+        kw.update(temperature=0.5, colour=False)
+    _, first = train(x, 1, **kw)  # "killed" after epoch 1 of 2
+    backbone, resumed = train(x, 2, **kw)
+    assert resumed["loss"][0] == first["loss"][0] and len(resumed["loss"]) == 2  # epoch 1 read back, epoch 2 run
+    assert (tmp_path / "pretext-partial.weights.h5").is_file()
+    _, done = train(x, 2, **kw)  # nothing left to run
+    assert done["loss"] == resumed["loss"]

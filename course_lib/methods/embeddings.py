@@ -140,7 +140,19 @@ def conv_decoder(code_dim: int, output_shape, width: int = 32, linear: bool = Tr
     return keras.Model(inputs, x, name=name)
 
 
-class AutoencoderModel(keras.Model):
+class TwoViewModel(keras.Model):
+    """A model trained on two views of each image, stacked on the channel axis (`StackViews`): by the input
+    pipeline, or by the model itself in its training step when `views` is set (on an accelerator)."""
+
+    views = None  # a StackViews layer when the training step makes the views
+
+    def two_views(self, x, training=False):
+        if self.views is not None:
+            x = self.views(x, training=training)
+        return split_views(x)
+
+
+class AutoencoderModel(TwoViewModel):
     """Encoder -> decoder, trained with MSE between the reconstruction of the (corrupted) second view and
     the preprocessed clean first view: a denoising autoencoder when the second view is augmented."""
 
@@ -149,13 +161,13 @@ class AutoencoderModel(keras.Model):
         self.encoder, self.decoder, self.preprocess = encoder, decoder, preprocess
 
     def call(self, x, training=False):
-        _, corrupted = split_views(x)
-        return self.decoder(self.encoder(corrupted, training=training), training=training)
+        """(reconstruction of the corrupted view, the clean view's target)."""
+        clean, corrupted = self.two_views(x, training)
+        return self.decoder(self.encoder(corrupted, training=training), training=training), self.preprocess(clean)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        clean, _ = split_views(x)
-        target = self.preprocess(clean)
-        error = ops.square(ops.cast(y_pred, "float32") - ops.cast(target, "float32"))
+        reconstruction, target = y_pred
+        error = ops.square(ops.cast(reconstruction, "float32") - ops.cast(target, "float32"))
         return per_replica(ops.mean(losses.global_mean(error)))  # the global batch's MSE
 
 
@@ -173,7 +185,7 @@ def pair_features(e1, e2):
     return ops.concatenate([ops.abs(e1 - e2), e1 * e2], axis=-1)
 
 
-class PairModel(keras.Model):
+class PairModel(TwoViewModel):
     """Seed 001's siamese classifier: one shared encoder; a head says whether two views show the same image.
 
     Positives: the two augmented views of one image. Negatives: a view paired with the other view of the
@@ -185,7 +197,7 @@ class PairModel(keras.Model):
         self.encoder, self.head = encoder, head
 
     def call(self, x, training=False):
-        v1, v2 = split_views(x)
+        v1, v2 = self.two_views(x, training)
         e1, e2 = self.encoder(v1, training=training), self.encoder(v2, training=training)
         e2_other = ops.roll(e2, 1, axis=0)  # another image's view
         pos = self.head(pair_features(e1, e2), training=training)
@@ -199,7 +211,7 @@ class PairModel(keras.Model):
         return per_replica(losses.global_mean(ops.binary_crossentropy(labels, logits, from_logits=True)))
 
 
-class SimilarityModel(keras.Model):
+class SimilarityModel(TwoViewModel):
     """Seed 001's dot-product embedding, with a loss that cannot collapse.
 
     Seed 001 pushed dot products of two views up (and of random pairs down) with a norm regulariser: the
@@ -216,7 +228,7 @@ class SimilarityModel(keras.Model):
         self.encoder, self.temperature, self.projector = encoder, temperature, projector
 
     def call(self, x, training=False):
-        v1, v2 = split_views(x)
+        v1, v2 = self.two_views(x, training)
         e1, e2 = self.encoder(v1, training=training), self.encoder(v2, training=training)
         if self.projector is not None:
             e1, e2 = self.projector(e1, training=training), self.projector(e2, training=training)
@@ -248,8 +260,11 @@ class EmbeddingKMeans(FeatureKMeans):
         p = self.params
         x = np.asarray(x)
         self.model_, self.encoder_ = self.build(x.shape[1:])
+        views = self.views(x.shape[1:])
+        self.model_.views = training.on_device(views)  # on an accelerator the training step makes the views
         h, w, c = x.shape[1:]
-        self.model_(np.zeros((2, h, w, 2 * c), "float32"))  # built before fit: BackupAndRestore needs weights
+        stacked = c if self.model_.views is not None else 2 * c
+        self.model_(np.zeros((2, h, w, stacked), "float32"))  # built before fit: BackupAndRestore needs weights
         steps = p["epochs"] * math.ceil(len(x) / p["batch_size"])
         lr = keras.optimizers.schedules.CosineDecay(p["learning_rate"], decay_steps=max(1, steps))
         self.model_.compile(optimizer=keras.optimizers.Adam(lr))
@@ -257,7 +272,7 @@ class EmbeddingKMeans(FeatureKMeans):
         self.history_ = training.fit_resumable(
             self.model_, x.astype("float32"), np.zeros(len(x), "float32"), epochs=p["epochs"],
             batch_size=p["batch_size"], checkpoint_dir=self.checkpoint_folder(x), verbose=p["verbose"], seed=self.seed,
-            augmenter=self.views(x.shape[1:]))
+            augmenter=views)
         self.timings_["training"] = time.perf_counter() - t0
         return self
 

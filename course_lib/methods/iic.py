@@ -87,12 +87,15 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
 
     With TensorFlow a tf.data pipeline: the perturbations run on its threads beside the training step.
     The last incomplete batch is dropped (a small batch estimates P badly); reshuffled every epoch.
+    perturbed=None: batches of the plain images (float32), for a model that makes the copies in its step.
     """
     n = min(batch_images, len(x))
     tf = training.tensorflow_or_none()
     if tf is None:  # batches of the same form from a PyDataset (shuffled by NumPy)
         def make(idx):
             b = x[idx].astype("float32")
+            if perturbed is None:
+                return b
             return ((ops.convert_to_numpy(original(b, training=True)),
                      ops.convert_to_numpy(perturbed(np.repeat(b, copies, axis=0), training=True))),)
 
@@ -100,6 +103,8 @@ def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: in
 
     def make_pairs(b):
         b = tf.cast(b, "float32")
+        if perturbed is None:
+            return b
         return ((original(b, training=True), perturbed(tf.repeat(b, copies, axis=0), training=True)),)
 
     ds = tf.data.Dataset.from_tensor_slices(x)
@@ -208,9 +213,12 @@ class IICModel(keras.Model):
     """
 
     def __init__(self, trunk, eval_view, n_clusters: int, n_over: int = 0, sub_heads: int = 5,
-                 lamb: float = 1.0, sub_heads_a: int | None = None, **kwargs):
+                 lamb: float = 1.0, sub_heads_a: int | None = None, views=None, **kwargs):
         super().__init__(**kwargs)
         self.trunk, self.eval_view = trunk, eval_view
+        # views = (original, perturbed, copies): the training step makes the copies from plain image batches
+        # (on an accelerator); None: they arrive ready from the input pipeline (`iic_batches`)
+        self.original, self.perturbed, self.copies = views or (None, None, 0)
         self.n_clusters, self.n_over, self.sub_heads, self.lamb = n_clusters, n_over, sub_heads, lamb
         self.n_sub = {"B": sub_heads, "A": sub_heads_a or sub_heads}
         self.head_b = layers.Dense(sub_heads * n_clusters, dtype="float32", name="head_B")
@@ -239,6 +247,9 @@ class IICModel(keras.Model):
         return p, ops.mean(p_views, axis=1)
 
     def call(self, inputs, training=False):
+        if training and self.perturbed is not None and not isinstance(inputs, (tuple, list)):
+            inputs = (self.original(inputs, training=True),  # the copies, made in the step (image by image)
+                      self.perturbed(ops.repeat(inputs, self.copies, axis=0), training=True))
         if not isinstance(inputs, (tuple, list)):  # plain images: head B after the evaluation view
             return self._probs(self.head_b, self.trunk(self.eval_view(inputs), training=training), self.n_clusters)
         orig, views = inputs
@@ -399,20 +410,6 @@ def evaluate_sub_heads(model: IICModel, batches, max_batches: int | None = None)
 
 
 # ---------------------------------------------------------------- throughput
-class _ViewsInModel(IICModel):
-    """IICModel that makes the perturbed copies itself (inside the train step), to compare with tf.data."""
-
-    def __init__(self, *args, original=None, perturbed=None, copies=5, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.original, self.perturbed, self.copies = original, perturbed, copies
-
-    def call(self, inputs, training=False):
-        if training and not isinstance(inputs, (tuple, list)):
-            inputs = (self.original(inputs, training=True),
-                      self.perturbed(ops.repeat(inputs, self.copies, axis=0), training=True))
-        return super().call(inputs, training=training)
-
-
 def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> dict:
     """Training speed of IIC against plain `fit` of the same trunk (+ a softmax layer, cross-entropy on
     random labels, in-memory batches of the same size, no augmentation): images through the trunk per
@@ -485,9 +482,8 @@ def measure_throughput(method: "IIC", x, steps: int = 10, repeats: int = 2) -> d
 
     if not method.uses_hog():
         original, perturbed, _ = method.views(x.shape[1:])
-        inside = _ViewsInModel(iic.trunk, iic.eval_view, method.n_clusters, iic.n_over, iic.sub_heads, iic.lamb,
-                               iic.n_sub["A"],
-                               original=original, perturbed=perturbed, copies=r, name="iic_views_in_model")
+        inside = IICModel(iic.trunk, iic.eval_view, method.n_clusters, iic.n_over, iic.sub_heads, iic.lamb,
+                          iic.n_sub["A"], views=(original, perturbed, r), name="iic_views_in_model")
         inside.compile(optimizer="adam")
         tf = training.tensorflow_or_none()
         if tf is not None:
@@ -536,9 +532,11 @@ class IIC(Method):
     presets = {
         "quick": dict(_HOG, epochs=20),
         "standard": dict(_HOG, epochs=20),
-        "full": dict(epochs=100, width=64, pool="flatten"),
+        # full (a GPU): the paper's CNN trunk on pixels; lamb=2 and two head-B epochs per head-A epoch as measured
+        # on the CPU (lamb=1 let one cluster take 23%); 100 epochs of 6 views: ~20 min of a T4 (gpucheck)
+        "full": dict(epochs=100, width=64, pool="flatten", lamb=2.0, head_schedule="BBA"),
     }
-    smoke = dict(epochs=4, batch_images=32, select_images=64, monitor_images=64)  # BABA: two epochs a head
+    smoke = dict(epochs=3, batch_images=32, select_images=64, monitor_images=64)  # BBA: both heads, B twice
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
@@ -568,15 +566,18 @@ class IIC(Method):
         """The training model; `input_shape` is the images' shape (trunk='cnn') or (feature dim,) (trunk='hog')."""
         p = self.params
         n_over = int(round(p["overcluster"] * self.n_clusters)) if p["overcluster"] else 0
+        views = None
         if self.uses_hog():
             trunk, evaluation = hog_trunk(input_shape[-1], p["hidden"]), layers.Identity()
         else:
-            _, _, evaluation = self.views(input_shape)
+            original, perturbed, evaluation = self.views(input_shape)
             size = p["input_size"]
             trunk = iic_trunk((size, size, input_shape[-1]), p["width"], self.uses_sobel(input_shape), p["pool"],
                               p["normalise"])
+            if training.augment_on_device():  # the training step makes the perturbed copies
+                views = (original, perturbed, p["copies"])
         model = IICModel(trunk, evaluation, self.n_clusters, n_over, p["sub_heads"], p["lamb"], p["sub_heads_a"],
-                         name="iic")
+                         views, name="iic")
         model(np.zeros((1, *input_shape), "float32"))  # build the weights
         return model
 
@@ -616,11 +617,15 @@ class IIC(Method):
             return np.asarray(x).astype("float32")
         return self._features_of(x, lambda x: self.pipeline_.transform(self.hog(x)))
 
-    def batches(self, x, shuffle: bool = True):
+    def batches(self, x, shuffle: bool = True, pairs: bool = False):
+        """Training batches: view features (trunk='hog'), images with their perturbed copies, or plain images
+        when the training step makes the copies (on an accelerator; `pairs=True` makes them here anyway)."""
         if self.uses_hog():
             feats = self._view_features if self._is_fitted_on(x) else self.reduced_view_features(x)
             return feature_view_batches(feats, self.batch_images(), self.seed, shuffle)
         original, perturbed, _ = self.views(x.shape[1:])
+        if training.augment_on_device() and not pairs:
+            original = perturbed = None
         return iic_batches(x, self.batch_images(), self.params["copies"], original, perturbed, self.seed, shuffle)
 
     # -- scikit-learn shape
@@ -646,9 +651,13 @@ class IIC(Method):
             callbacks.insert(0, AlternateHeads(p["head_schedule"]))
         elif p["heads"] not in ("alternate", "sum"):
             raise ValueError(f"heads must be 'alternate' or 'sum', got {p['heads']!r}")
+        verbose = p["verbose"]
+        if verbose == 1:  # one line per epoch with the projected time left
+            callbacks.append(training.EpochProgress(p["epochs"], (len(x) // n) * n * (1 + p["copies"]), "IIC: "))
+            verbose = 0
         t0 = time.perf_counter()
         with idle_head_has_no_gradient():
-            hist = self.model_.fit(self.batches(x), epochs=p["epochs"], verbose=p["verbose"], shuffle=False,
+            hist = self.model_.fit(self.batches(x), epochs=p["epochs"], verbose=verbose, shuffle=False,
                                    callbacks=self._callbacks(callbacks, self.checkpoint_folder(x)))
         self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         self.timings_["training"] = time.perf_counter() - t0
@@ -659,7 +668,7 @@ class IIC(Method):
         if self.uses_hog():
             select = FeatureViewBatches(self._view_features, n, self.seed + 1)
         else:
-            select = self.batches(x[rng.permutation(len(x))])
+            select = self.batches(x[rng.permutation(len(x))], pairs=True)
         self.sub_head_losses_ = evaluate_sub_heads(self.model_, select, n_select)
         self.sub_head_ = select_sub_head(self.sub_head_losses_)
         self.timings_["sub-head selection"] = time.perf_counter() - t0

@@ -41,7 +41,9 @@ def view_batches(x, batch_size: int, augmenter, seed: int = 0, partner_index=Non
     """Batches ((aug(x_i), aug(x_j)),) for two-view losses: j = i (SimCLR) or a mined neighbour of i (SCAN).
 
     partner_index: an N-vector of partners (re-drawn by the caller each epoch); None for two views of i.
+    When the training step augments (`training.on_device`), the pairs come unaugmented and the model augments.
     """
+    augmenter = training.in_pipeline(augmenter) or (lambda b, training=True: b)
     partner = np.arange(len(x)) if partner_index is None else np.asarray(partner_index)
     tf = training.tensorflow_or_none()
     if tf is None:  # the same pairs from a PyDataset (JAX / PyTorch-only machines)
@@ -63,19 +65,22 @@ def view_batches(x, batch_size: int, augmenter, seed: int = 0, partner_index=Non
     return ds.map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def simclr_model(backbone, proj_dim: int = 128, temperature: float = 0.1):
-    """backbone + 2-layer projection head trained with NT-Xent (keras.io pattern: override compute_loss)."""
+def simclr_model(backbone, proj_dim: int = 128, temperature: float = 0.1, augmenter=None):
+    """backbone + 2-layer projection head trained with NT-Xent (keras.io pattern: override compute_loss).
+    `augmenter`: the views' augmentation inside the training step (on an accelerator), else None."""
     keras = _keras()
 
     class SimCLR(keras.Model):
         def __init__(self):
             super().__init__()
-            self.backbone = backbone
+            self.backbone, self.augmenter = backbone, augmenter
             self.projector = keras.Sequential([keras.layers.Dense(256, activation="relu"),
                                                keras.layers.Dense(proj_dim, dtype="float32")])
 
         def call(self, inputs, training=False):
             v1, v2 = inputs
+            if training and self.augmenter is not None:
+                v1, v2 = self.augmenter(v1, training=True), self.augmenter(v2, training=True)
             return (self.projector(self.backbone(v1, training=training)),
                     self.projector(self.backbone(v2, training=training)))
 
@@ -86,24 +91,32 @@ def simclr_model(backbone, proj_dim: int = 128, temperature: float = 0.1):
 
 
 def train_simclr(x, epochs: int, batch_size: int, width: int, lr: float, temperature: float, seed: int,
-                 colour: bool, verbose: int = 0):
-    """SimCLR pretext: returns (backbone, history)."""
+                 colour: bool, verbose: int = 0, checkpoint=None):
+    """SimCLR pretext: returns (backbone, history). `checkpoint`: a path stem to save every epoch to and resume
+    from (`training.EpochCheckpoint`)."""
     keras = _keras()
     backbone = models.small_cnn_backbone(x.shape[1:], width=width)
-    model = simclr_model(backbone, temperature=temperature)
-    model.compile(keras.optimizers.Adam(lr))
     aug = augment.strong_augmenter(colour=colour, seed=seed)
+    model = simclr_model(backbone, temperature=temperature, augmenter=training.on_device(aug))
+    model.compile(keras.optimizers.Adam(lr))
     hist = {"loss": [], "seconds": []}
-    for epoch in range(epochs):  # a fresh pairing order every epoch
+    model((np.zeros((1, *x.shape[1:]), "float32"),) * 2)  # built, so that a checkpoint can be loaded
+    ckpt = training.EpochCheckpoint(model, checkpoint)
+    for epoch in range(ckpt.restore(hist), epochs):  # a fresh pairing order every epoch
         t0 = time.perf_counter()
-        h = model.fit(view_batches(x, batch_size, aug, seed + epoch), epochs=1, verbose=verbose, shuffle=False,
+        h = model.fit(view_batches(x, batch_size, aug, seed + epoch), epochs=1, verbose=0, shuffle=False,
                       callbacks=[training.NaNGuard()])
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["seconds"].append(time.perf_counter() - t0)
+        ckpt.save(epoch + 1, hist)
+        if verbose:
+            print(training.progress_line("SimCLR: ", epoch, epochs, hist["loss"][-1], hist["seconds"], 2 * len(x)),
+                  flush=True)
     return backbone, hist
 
 
-def train_rotnet(x, epochs: int, batch_size: int, width: int, lr: float, seed: int, verbose: int = 0):
+def train_rotnet(x, epochs: int, batch_size: int, width: int, lr: float, seed: int, verbose: int = 0,
+                 checkpoint=None):
     """RotNet pretext (Gidaris et al. 2018): classify which of 0/90/180/270 degrees an image was rotated."""
     keras = _keras()
     backbone = models.small_cnn_backbone(x.shape[1:], width=width)
@@ -111,15 +124,20 @@ def train_rotnet(x, epochs: int, batch_size: int, width: int, lr: float, seed: i
     clf.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(seed)
     hist = {"loss": [], "accuracy": [], "seconds": []}
-    for epoch in range(epochs):
+    ckpt = training.EpochCheckpoint(clf, checkpoint)
+    for epoch in range(ckpt.restore(hist), epochs):
         t0 = time.perf_counter()
         r = rng.integers(0, 4, len(x))  # one random rotation per image per epoch keeps an epoch at N images
         xr = np.stack([np.rot90(img, k) for img, k in zip(x, r)]).astype("float32")
-        h = clf.fit(xr, r, batch_size=batch_size, epochs=1, verbose=verbose, shuffle=True,
+        h = clf.fit(xr, r, batch_size=batch_size, epochs=1, verbose=0, shuffle=True,
                     callbacks=[training.NaNGuard()])
         hist["loss"].append(float(h.history["loss"][-1]))
         hist["accuracy"].append(float(h.history["accuracy"][-1]))
         hist["seconds"].append(time.perf_counter() - t0)
+        ckpt.save(epoch + 1, hist)
+        if verbose:
+            print(training.progress_line("RotNet: ", epoch, epochs, hist["loss"][-1], hist["seconds"], len(x)),
+                  flush=True)
     return backbone, hist
 
 
@@ -147,15 +165,16 @@ def neighbour_label_agreement(neighbours: np.ndarray, y, groups=None) -> dict:
 
 
 # ---------------------------------------------------------------- step 3: SCAN loss
-def clustering_model(encoder, n_clusters: int, n_heads: int, entropy_weight: float):
-    """encoder + n_heads softmax heads trained with the SCAN loss summed over heads."""
+def clustering_model(encoder, n_clusters: int, n_heads: int, entropy_weight: float, augmenter=None):
+    """encoder + n_heads softmax heads trained with the SCAN loss summed over heads; `augmenter` augments anchors
+    and neighbours inside the training step (end to end on an accelerator), else None."""
     keras = _keras()
     from keras import ops
 
     class SCANModel(keras.Model):
         def __init__(self):
             super().__init__()
-            self.encoder = encoder
+            self.encoder, self.augmenter = encoder, augmenter
             self.heads = [keras.layers.Dense(n_clusters, activation="softmax", dtype="float32", name=f"head{h}")
                           for h in range(n_heads)]
 
@@ -165,6 +184,8 @@ def clustering_model(encoder, n_clusters: int, n_heads: int, entropy_weight: flo
 
         def call(self, inputs, training=False):
             anchors, neighbours = inputs
+            if training and self.augmenter is not None:
+                anchors, neighbours = self.augmenter(anchors, training=True), self.augmenter(neighbours, training=True)
             return self.probs(anchors, training), self.probs(neighbours, training)
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -219,6 +240,7 @@ class SCAN(Method):
         # standard: self-labeling loops while the confident set grows (Algorithm 1); 40 rounds is only a cap
         # (on GTSRB with 4 views it stopped by itself after 28 rounds: 4,062 -> 34,405 confident samples)
         "standard": dict(pretext="hog", views=4, scan_epochs=40, selflabel_rounds=40, selflabel_epochs=5),
+        # full (a GPU): SimCLR 200 epochs, SCAN and self-labeling end to end on augmented images: ~40 min of a T4
         "full": dict(pretext_epochs=200, scan_epochs=100, end_to_end=True, selflabel_rounds=20,
                      selflabel_epochs=5, width=64, batch_size=512),
     }
@@ -264,14 +286,15 @@ class SCAN(Method):
             if cache is not None and cache.with_suffix(".weights.h5").is_file():
                 self.backbone_.load_weights(cache.with_suffix(".weights.h5"))
                 self._say("pretext: loaded from cache")
-            else:
+            else:  # every finished epoch saved beside the cache: a restart continues the pretext
+                partial = None if cache is None else cache.with_name(cache.name + "-partial")
                 if p["pretext"] == "simclr":
                     bb, hist = train_simclr(x, p["pretext_epochs"], p["batch_size"], p["width"], p["lr"],
                                             p["temperature"], self.seed, colour=x.shape[-1] == 3,
-                                            verbose=p["verbose"])
+                                            verbose=p["verbose"], checkpoint=partial)
                 else:
                     bb, hist = train_rotnet(x, p["pretext_epochs"], p["batch_size"], p["width"], p["lr"],
-                                            self.seed, verbose=p["verbose"])
+                                            self.seed, verbose=p["verbose"], checkpoint=partial)
                 self.backbone_.set_weights(bb.get_weights())
                 self.log_["pretext_history"] = hist
                 if cache is not None:
@@ -322,12 +345,14 @@ class SCAN(Method):
                                                                             seed=self.seed)
         else:
             encoder, inputs, aug = feature_encoder(feats.shape[1]), feats, None
-        self.scan_model_ = clustering_model(encoder, self.n_clusters, p["n_heads"], p["entropy_weight"])
+        self.scan_model_ = clustering_model(encoder, self.n_clusters, p["n_heads"], p["entropy_weight"],
+                                            training.on_device(aug))
         self.scan_model_.compile(keras.optimizers.Adam(1e-4 if aug is not None else 1e-3))
         rng = np.random.default_rng(self.seed)
         views = self._views(feats)
-        hist = []
+        hist, seconds = [], []
         for epoch in range(p["scan_epochs"]):  # each epoch pairs every sample with one random neighbour
+            t_epoch = time.perf_counter()
             partner = neighbours[np.arange(len(inputs)), rng.integers(0, neighbours.shape[1], len(inputs))]
             if aug is not None:
                 data = view_batches(inputs, p["batch_size"], aug, self.seed + epoch, partner)
@@ -344,6 +369,10 @@ class SCAN(Method):
                                          batch_size=p["batch_size"], epochs=1, verbose=0, shuffle=False,
                                          callbacks=[training.NaNGuard()])
             hist.append(float(h.history["loss"][-1]))
+            seconds.append(time.perf_counter() - t_epoch)
+            if p["verbose"] and (aug is not None or epoch % 10 == 9 or epoch == p["scan_epochs"] - 1):
+                print(training.progress_line("SCAN step: ", epoch, p["scan_epochs"], hist[-1], seconds, 2 * len(inputs)),
+                      flush=True)
         probs = self._scan_probs(inputs)
         head_losses = scan_head_losses(probs, neighbours, p["entropy_weight"])
         self.best_head_ = int(np.argmin(head_losses))
@@ -371,6 +400,9 @@ class SCAN(Method):
         head = keras.layers.Dense(self.n_clusters, activation="softmax", dtype="float32", name="selflabel_head")
         model = keras.Sequential([keras.Input(old.input_shape[1:]), encoder, head], name="selflabel")
         head.set_weights(self.scan_model_.heads[self.best_head_].get_weights())
+        if self._end_to_end():  # strongly augmented inputs: in the step on an accelerator, else in the pipeline
+            model = training.augment_in_model(model, augment.strong_augmenter(colour=x.shape[-1] == 3,
+                                                                              seed=self.seed))
         model.compile(keras.optimizers.Adam(self.params["lr"] / (10 if self._end_to_end() else 1)),
                       "sparse_categorical_crossentropy")
         return model

@@ -28,11 +28,17 @@ class SupervisedCNN(Method):
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})
 
+    def augmenter(self):
+        return augment.weak_augmenter(seed=self.seed) if self.params["augment"] else None
+
     def build(self, input_shape):
+        """The network, with the augmentation layers in front when they run on the device."""
         p = self.params
         if p["arch"] == "seed":
-            return models.seed_cnn(input_shape, self.n_clusters)
-        return models.classifier(models.small_cnn_backbone(input_shape), self.n_clusters)
+            net = models.seed_cnn(input_shape, self.n_clusters)
+        else:
+            net = models.classifier(models.small_cnn_backbone(input_shape), self.n_clusters)
+        return training.augment_in_model(net, self.augmenter())
 
     def fit(self, x, y=None):
         import keras
@@ -47,7 +53,7 @@ class SupervisedCNN(Method):
         self.history_ = training.fit_resumable(
             self.model_, x.astype("float32"), np.asarray(y), epochs=p["epochs"], batch_size=p["batch_size"],
             checkpoint_dir=self.checkpoint_folder(x), verbose=p["verbose"], seed=self.seed,
-            augmenter=augment.weak_augmenter(seed=self.seed) if p["augment"] else None)
+            augmenter=self.augmenter())
         ran = [int(e) for e in self.history_.get("epoch", [])]
         self.log_ = {"epochs": p["epochs"], "epochs_run_now": ran,
                      "resumed_after_epoch": ran[0] if ran and ran[0] > 0 else None}

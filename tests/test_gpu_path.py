@@ -1,0 +1,49 @@
+"""Every method's full profile, as a student's GPU session runs it, on this CPU: `gpucheck --emulate`.
+
+One subprocess (TensorFlow must be split into two logical devices before it starts) runs each method's full
+code path at smoke size under mixed_float16 and a MirroredStrategy over two logical CPU devices, with the
+augmentation in the training step as on a GPU; one test per method reads its row.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from course_lib.gpucheck import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    out = tmp_path_factory.mktemp("gpu") / "check.json"
+    run = subprocess.run([sys.executable, "-m", "course_lib", "gpucheck", "--emulate", "--images", "256",
+                          "--out", str(out)], capture_output=True, text=True, timeout=1500, cwd=ROOT,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert out.is_file(), run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(out.read_text()), run
+
+
+def test_the_check_runs_as_a_two_device_mixed_precision_session(emulated):
+    doc, run = emulated
+    assert doc["emulated"] and doc["replicas"] == 2 and doc["policy"] == "mixed_float16"
+    assert [r["method"] for r in doc["methods"]] == list(METHODS)
+    assert run.returncode == (0 if doc["ok"] else 1)  # the command's exit status says whether all passed
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_full_path_trains_under_mixed_float16_on_two_replicas(emulated, method):
+    doc, _ = emulated
+    row = next(r for r in doc["methods"] if r["method"] == method)
+    assert "error" not in row, row.get("traceback")
+    assert row["replicas"] == 2 and row["policy"] == "mixed_float16"
+    assert row["finite"], row["loss_curves"]
+    assert row["goes_down"], row["loss_curves"]  # every training phase's loss: last epoch below the first
+    assert row["shape_ok"] and row["prediction_shape"] == [doc["images"]]
+    assert row["images_per_second"] > 0 and row["projected_minutes"] > 0
+    assert row["t4_minutes"] <= 60, row  # the full profile is planned to fit a Colab session
+    assert row["ok"]
