@@ -1,4 +1,4 @@
-"""Command line: `python -m course_lib benchmark ...`, `report`, `throughput`, `gpucheck` and `info`."""
+"""Command line: `python -m course_lib benchmark ...`, `report`, `throughput`, `gpucheck`, `badges` and `info`."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,12 @@ def main(argv=None) -> int:
                                         ".md and figures")
     rep.add_argument("folder")
     rep.add_argument("--readme", help="also put the table into this Markdown file (between results markers)")
+    bad = sub.add_parser("badges", help="point every notebook's Colab/Kaggle badges and install cell at a repository "
+                                        "(written into pyproject.toml's [tool.course_kit])")
+    bad.add_argument("--repo", metavar="OWNER/NAME", help="the GitHub repository, e.g. a fork of the kit")
+    bad.add_argument("--ref", help="the branch or tag (default: the current setting's)")
+    bad.add_argument("--check", action="store_true", help="only list what disagrees with the setting; exit 1 if any")
+    bad.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.command is None:
@@ -106,6 +112,24 @@ def main(argv=None) -> int:
             from .benchmark import update_readme
 
             print(f"table written into {update_readme(args.readme, summary)}")
+        return 0
+    if args.command == "badges":
+        from . import badges
+
+        root = args.root or badges.ROOT
+        if args.check:
+            problems = badges.check(root)
+            print("\n".join(problems) or "badges, install cells, GPU metadata and parameters tags agree with "
+                                         f"{'@'.join(badges.read_setting(root))}")
+            return 1 if problems else 0
+        if not args.repo:
+            parser.error("badges needs --repo OWNER/NAME (or --check)")
+        try:
+            changed = badges.point_at(args.repo, args.ref, root)
+        except ValueError as e:
+            parser.error(str(e))
+        for path, changes in changed.items():
+            print(f"{path.relative_to(root)}: {', '.join(changes)}")
         return 0
     if args.command == "info":
         info()
