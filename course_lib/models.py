@@ -19,7 +19,7 @@ def seed_cnn(input_shape, n_classes: int, name: str = "seed_cnn") -> keras.Model
         layers.Dropout(0.25),
         layers.Flatten(),
         layers.Dense(1000, activation="relu"),
-        layers.Dense(n_classes, activation="softmax"),
+        layers.Dense(n_classes, activation="softmax", dtype="float32"),  # float32 probabilities under mixed precision
     ], name=name)
 
 

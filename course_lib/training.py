@@ -13,14 +13,15 @@ import numpy as np
 
 
 class NaNGuard(keras.callbacks.Callback):
-    """Stop at the first NaN/inf loss with a message that says what to try."""
+    """Stop at the first epoch whose loss is NaN/inf, with a message that says what to try. Checked once an
+    epoch: reading the loss after every batch would make the host wait for the device at every step."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
             self.model.stop_training = True
             raise FloatingPointError(
-                f"the loss became {loss} at batch {batch}: lower the learning rate, check the inputs are in "
+                f"the loss became {loss} in epoch {epoch + 1}: lower the learning rate, check the inputs are in "
                 "[0, 255] without NaNs, or (for clustering losses) raise the EPS clamp / batch size")
 
 
@@ -145,13 +146,24 @@ def on_device(augmenter):
     return augmenter if augment_on_device() else None
 
 
+class TrainingOnly(keras.layers.Layer):
+    """Apply `layer` in training only (Keras' random layers augment whenever `training` is not False)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, x, training=None):
+        return self.layer(x, training=True) if training else x
+
+
 def augment_in_model(model: keras.Model, augmenter) -> keras.Model:
-    """`model` with `augmenter` as its first layer when the training step augments (the layers act in training
-    only; the weights are shared with `model`), else `model` itself."""
+    """`model` with `augmenter` as its first layer when the training step augments (in training only; the
+    weights are shared with `model`), else `model` itself."""
     if on_device(augmenter) is None:
         return model
     inputs = keras.Input(model.input_shape[1:])
-    return keras.Model(inputs, model(augmenter(inputs)), name=model.name)
+    return keras.Model(inputs, model(TrainingOnly(augmenter, dtype="float32")(inputs)), name=model.name)
 
 
 def tensorflow_or_none():

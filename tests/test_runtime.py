@@ -28,3 +28,57 @@ def test_setup_seeds_and_prints_the_profile_first(capsys):
     assert np.array_equal(a, np.random.rand(3))
     s = info.summary()
     assert s["profile"] == "quick" and "keras" in s and s["device"]
+
+
+def test_long_runs_checkpoint_by_default_where_sessions_end_by_themselves(monkeypatch, tmp_path):
+    from course_lib.methods import get_method
+
+    x = np.zeros((8, 4, 4, 1), np.uint8)
+    method = get_method("supervised-cnn")(3, epochs=2)
+    monkeypatch.delenv("COURSE_CHECKPOINTS", raising=False)
+    monkeypatch.setattr(runtime, "environment", lambda: "local")
+    assert method.checkpoint_folder(x) is None  # a laptop: nothing written unless asked
+    monkeypatch.setattr(runtime, "environment", lambda: "colab")
+    folder = method.checkpoint_folder(x)
+    assert folder.startswith("course_checkpoints/supervised-cnn-")  # in the working directory
+    assert method.checkpoint_folder(x.copy()) == folder  # the same cell run again: the same folder
+    assert get_method("supervised-cnn")(3, epochs=3).checkpoint_folder(x) != folder  # other settings
+    assert method.checkpoint_folder(x + 1) != folder  # other images
+    monkeypatch.setenv("COURSE_CHECKPOINTS", str(tmp_path))  # e.g. a mounted Google Drive
+    assert method.checkpoint_folder(x).startswith(str(tmp_path))
+    assert get_method("supervised-cnn")(3, checkpoint_dir="here").checkpoint_folder(x) == "here"
+
+
+def test_a_tpu_runtime_is_named_and_not_used(monkeypatch, capsys):
+    pytest.importorskip("tensorflow")
+    monkeypatch.setattr(runtime, "environment", lambda: "colab")
+    monkeypatch.setenv("COLAB_TPU_ADDR", "10.0.0.2:8470")
+    info = runtime.setup(0, "quick")
+    assert "does not train on TPUs" in capsys.readouterr().out
+    assert info.strategy is None and info.replicas == 1
+
+
+def test_progress_line_projects_the_time_left_from_the_steady_epochs():
+    from course_lib import training
+
+    line = training.progress_line("SimCLR: ", 1, 4, 0.5, [10.0, 2.0], 100)  # the first epoch traced the step
+    assert line == "SimCLR: epoch 2/4  loss 0.5000  2.0 s  50 images/s  ~0.1 min left"
+
+
+def test_augmentation_moves_into_the_model_on_an_accelerator(monkeypatch):
+    import keras
+
+    from course_lib import augment, training
+
+    net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    aug = augment.weak_augmenter(seed=0)
+    monkeypatch.setattr(training, "_AUGMENT_ON_DEVICE", [False])
+    assert training.augment_in_model(net, aug) is net and training.in_pipeline(aug) is aug
+    monkeypatch.setattr(training, "_AUGMENT_ON_DEVICE", [True])
+    inside = training.augment_in_model(net, aug)
+    assert inside is not net and training.in_pipeline(aug) is None and training.on_device(aug) is aug
+    assert any(getattr(layer, "layer", None) is aug for layer in inside.layers)
+    assert inside.count_params() == net.count_params()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(inside(x)), keras.ops.convert_to_numpy(net(x)), atol=1e-6)
+    assert not np.allclose(keras.ops.convert_to_numpy(inside(x, training=True)), keras.ops.convert_to_numpy(net(x)))
