@@ -47,10 +47,14 @@ def prepare_data(dataset: str, test: str | None, profile: runtime.Profile, seed:
 
 def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, profile=None, seed: int = 0,
         holdout: float | None = None, k: int | None = None, options: dict | None = None,
-        out: str | Path | None = None, verbose: bool = True, image_size: int | None = None) -> dict:
-    """Fit `method` on `dataset`, score it, print a line and (optionally) write JSON. Returns the result."""
+        out: str | Path | None = None, verbose: bool = True, image_size: int | None = None,
+        progress: bool = True) -> dict:
+    """Fit `method` on `dataset`, score it, print a line and (optionally) write JSON. Returns the result.
+    progress: the method prints one line per training epoch (with the minutes left) where it trains."""
     info = runtime.setup(seed, profile, verbose=verbose)
     cls = get_method(method)
+    if progress and "verbose" in getattr(cls, "defaults", {}):
+        options = {"verbose": 1, **(options or {})}
     train, ev, protocol = prepare_data(dataset, test, info.profile, seed, holdout, cls.needs_labels, image_size)
     k = k or train.n_classes
     est = cls.for_profile(k, info.profile, seed, **(options or {}))
@@ -247,7 +251,87 @@ def report(folder, skipped=()) -> dict:
     summary = {"name": folder.name, "summary": rows, "runs": runs, "skipped": list(skipped),
                "markdown": str(md), "figures": [str(f) for f in figures]}
     write_json(base.with_suffix(".json"), summary)
+    write_index(base.parent)
     return summary
+
+
+RESULTS_ENV = "COURSE_RESULTS"
+
+
+def published_results(cache=None) -> Path:
+    """The kit's results/ folder, wherever a notebook runs: $COURSE_RESULTS; the checkout the library is imported
+    from (a clone, an editable install); else the repository pip installed the package from (its
+    direct_url.json: a local folder, or a GitHub repository at a commit, whose results/ files listed in
+    results/index.json are fetched once into `cache`, default data/results)."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    here = Path(__file__).resolve().parents[1] / "results"
+    if (here / "index.json").is_file() or any(here.glob("*.json")):
+        return here
+    import importlib.metadata as md
+
+    try:
+        origin = json.loads(md.distribution("course_lib").read_text("direct_url.json") or "{}")
+    except md.PackageNotFoundError:
+        origin = {}
+    url = origin.get("url", "")
+    if url.startswith("file://"):
+        return Path(url[len("file://"):]) / "results"
+    m = re.match(r"https://github\.com/([^/]+/[^/]+?)(\.git)?/?$", url)
+    if not m:
+        raise FileNotFoundError(f"no results/ folder beside the library and no repository to fetch it from "
+                                f"(installed from {url or 'an unknown place'}): set {RESULTS_ENV}=PATH")
+    ref = origin.get("vcs_info", {}).get("commit_id", "main")
+    from .data import data_dir
+
+    return fetch_results(f"https://raw.githubusercontent.com/{m.group(1)}/{ref}/results",
+                         Path(cache) if cache else data_dir() / "results" / ref[:12])
+
+
+def published_summary(name: str) -> dict | None:
+    """The kit's published summary of suite `name` (e.g. "gtsrb-standard": runs and mean ± std per method), or
+    None with the reason printed (offline, not published): for notebooks that quote the kit's own results."""
+    try:
+        path = published_results() / f"{name}.json"
+        return json.loads(path.read_text())
+    except (OSError, ConnectionError, ValueError) as e:
+        print(f"the kit's {name} results are not available here: {e}")
+        return None
+
+
+def summary_rows(summary: dict | None, methods=None) -> dict:
+    """{method: row} of a published summary (ACC, NMI, ARI mean and std, seeds, CPU seconds), for `methods` or all."""
+    if not summary:
+        return {}
+    return {r["method"]: r for r in summary["summary"] if methods is None or r["method"] in methods}
+
+
+def fetch_results(base_url: str, folder: Path) -> Path:
+    """Download results/index.json and the files it lists from `base_url` into `folder` (once)."""
+    import urllib.request
+
+    if (folder / "index.json").is_file():
+        return folder
+    try:
+        index = json.loads(urllib.request.urlopen(f"{base_url}/index.json", timeout=20).read())
+        for name in index["files"]:
+            data = urllib.request.urlopen(f"{base_url}/{name}", timeout=20).read()
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+    except OSError as e:
+        raise ConnectionError(f"could not fetch the kit's published results from {base_url} ({e}). Offline? "
+                              f"Turn on the notebook's Internet (Kaggle), or set {RESULTS_ENV} to a results/ "
+                              "folder, or run the benchmark command to make your own") from None
+    write_json(folder / "index.json", index)
+    return folder
+
+
+def write_index(results_dir) -> Path:
+    """results/index.json: the suite summaries and figures in results/ (what `fetch_results` downloads)."""
+    results_dir = Path(results_dir)
+    files = sorted(p.name for p in results_dir.glob("*") if p.is_file() and p.suffix in (".json", ".md", ".png")
+                   and p.name != "index.json")
+    return write_json(results_dir / "index.json", {"files": files})
 
 
 def update_readme(readme, summary: dict) -> Path:

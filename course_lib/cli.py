@@ -19,6 +19,9 @@ def _parse_option(text: str):
 
 
 def main(argv=None) -> int:
+    from .runtime import quiet_native_logs
+
+    quiet_native_logs()  # before TensorFlow is imported: its C++ start-up lines are noise here
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     b = sub.add_parser("benchmark", help="fit a method without labels and score it (no arguments: every "

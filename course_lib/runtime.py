@@ -1,11 +1,14 @@
 """Profiles, seeding and device setup: the first call of every notebook and benchmark run."""
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import platform
 import random
+import re
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +153,42 @@ class RuntimeInfo:
             "environment": self.environment,
             **versions(),
         }
+
+
+# TensorFlow's C++ start-up lines: TF_CPP_MIN_LOG_LEVEL does not hide them in TF 2.21 (absl logs them before it
+# reads the variable); noise to a student reading the command's output
+NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} [\d:.]+ +\d+ "
+                          rb"(port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_executor)\.cc:|To enable the "
+                          rb"following instructions: .* rebuild TensorFlow)")
+
+
+def quiet_native_logs() -> None:
+    """Drop TensorFlow's C++ start-up lines (oneDNN, "could not find cuda drivers", CPU instructions) from this
+    process's standard error; every other line, Python's tracebacks included, passes unchanged.
+    COURSE_TF_LOGS=1 keeps them. For the command line (a notebook shows none of them anyway)."""
+    if os.environ.get("COURSE_TF_LOGS") or not hasattr(os, "pipe"):
+        return
+    read_end, write_end = os.pipe()
+    real, saved = os.dup(2), os.dup(2)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as lines, os.fdopen(real, "wb", buffering=0) as out:
+            for line in lines:
+                if not NATIVE_NOISE.match(line):
+                    out.write(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+
+    def restore():  # at exit: let the last lines (a traceback) through, then give stderr back
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's write end: the pump reads to its end and stops
+        thread.join(timeout=5)
+
+    atexit.register(restore)
 
 
 CHECKPOINTS_ENV = "COURSE_CHECKPOINTS"

@@ -153,8 +153,14 @@ class TrainingOnly(keras.layers.Layer):
         super().__init__(**kwargs)
         self.layer = layer
 
+    def build(self, input_shape):
+        self.layer.build(input_shape)
+
     def call(self, x, training=None):
         return self.layer(x, training=True) if training else x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 def augment_in_model(model: keras.Model, augmenter) -> keras.Model:

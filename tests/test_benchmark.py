@@ -44,3 +44,21 @@ def test_supervised_needs_labels_and_is_scored_on_a_holdout():
     assert r["acc"] > 0.8
     with pytest.raises(ValueError, match="needs labels"):
         get_method("supervised-cnn")(10).fit(__import__("numpy").zeros((4, 8, 8, 1)))
+
+
+def test_published_results_are_found_beside_the_library_or_fetched_with_their_index(tmp_path, monkeypatch):
+    from course_lib import benchmark
+
+    monkeypatch.delenv("COURSE_RESULTS", raising=False)
+    here = benchmark.published_results()
+    assert (here / "index.json").is_file() and (here / "gtsrb-standard.json").is_file()  # this checkout
+    index = json.loads((here / "index.json").read_text())["files"]
+    assert "gtsrb-standard.json" in index and "index.json" not in index
+    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path))
+    assert benchmark.published_results() == tmp_path
+    fetched = benchmark.fetch_results(here.as_uri(), tmp_path / "copy")  # a repository's results/, by URL
+    assert sorted(p.name for p in fetched.iterdir()) == sorted(index + ["index.json"])
+    assert json.loads((fetched / "gtsrb-standard.json").read_text())["name"] == "gtsrb-standard"
+    with pytest.raises(ConnectionError, match="Offline"):  # no network here: a clear message, not a traceback
+        benchmark.fetch_results("https://raw.githubusercontent.com/no-such-owner/no-such-repo/main/results",
+                                tmp_path / "offline")

@@ -129,7 +129,7 @@ def test_collapse_detector_fires_on_a_collapsed_assignment():
     assert mean_entropy(np.full((10, 4), 0.25)) == pytest.approx(1.0)
 
 
-def test_monitor_warns_when_every_image_lands_in_one_cluster():
+def test_monitor_records_a_collapsed_epoch_and_flags_it_when_it_is_the_last():
     class Collapsed:  # stands in for a model whose head B puts everything in cluster 0
         def predict(self, x, **kw):
             p = np.zeros((len(x), 2, 10), "float32")
@@ -139,8 +139,8 @@ def test_monitor_warns_when_every_image_lands_in_one_cluster():
     monitor = IICMonitor(np.zeros((30, 8, 8, 1)), y=np.arange(30) % 10)
     monitor.set_model(Collapsed())
     logs = {"loss_B0": -0.1, "loss_B1": -0.2}
-    with pytest.warns(RuntimeWarning, match="collapse"):
-        monitor.on_epoch_end(0, logs)
+    monitor.on_epoch_end(0, logs)  # progress, not an alarm: training often repairs an early collapse
+    assert monitor.collapsed_ == [True] and "collapse" in monitor.final_warning()
     assert logs["largest_cluster"] == 1.0 and logs["clusters_used"] == 1 and logs["sub_head"] == 1
     assert logs["display_acc"] == pytest.approx(0.1)
 

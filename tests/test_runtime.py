@@ -82,3 +82,17 @@ def test_augmentation_moves_into_the_model_on_an_accelerator(monkeypatch):
     x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(inside(x)), keras.ops.convert_to_numpy(net(x)), atol=1e-6)
     assert not np.allclose(keras.ops.convert_to_numpy(inside(x, training=True)), keras.ops.convert_to_numpy(net(x)))
+
+
+def test_the_command_line_hides_tensorflows_start_up_lines_but_not_errors():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("COURSE_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")}
+    ok = subprocess.run([sys.executable, "-m", "course_lib", "info"], capture_output=True, text=True, timeout=300,
+                        env=env)
+    assert ok.returncode == 0 and ok.stdout.startswith("profile: ")  # the profile first
+    assert "oneDNN" not in ok.stderr and "cuda drivers" not in ok.stderr and "I0000" not in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "course_lib", "benchmark", "--method", "no-such-method"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode != 0 and "unknown method 'no-such-method'" in bad.stderr  # a real error still shows

@@ -355,11 +355,16 @@ class IICMonitor(keras.callbacks.Callback):
     """Per epoch, on `x` (training images): head B's cluster sizes, entropy of its mean prediction and a
     collapse check, for the sub-head with the lowest training loss that epoch; with labels `y`, ACC for
     DISPLAY only (the labels never reach the loss). Adds `entropy`, `largest_cluster`, `clusters_used`,
-    `sub_head` (and `display_acc`) to the history; `sizes_` keeps the sizes per epoch."""
+    `sub_head` (and `display_acc`) to the history; `sizes_` keeps the sizes per epoch.
 
-    def __init__(self, x, y=None, max_share: float = 0.5):
+    A collapsed epoch is common early on (the mutual information then spreads the clusters out): it is
+    recorded in `warnings_` and, with `verbose`, printed as progress; `final_warning` says whether the LAST
+    epoch is still collapsed (IIC.fit then warns)."""
+
+    def __init__(self, x, y=None, max_share: float = 0.5, verbose: int = 0):
         super().__init__()
-        self.x, self.y, self.max_share = x, y, max_share
+        self.x, self.y, self.max_share, self.verbose = x, y, max_share, verbose
+        self.collapsed_: list[bool] = []
         self.sizes_: list[np.ndarray] = []
         self.warnings_: list[str] = []
         self._last_sub_head = 0
@@ -380,9 +385,18 @@ class IICMonitor(keras.callbacks.Callback):
         if self.y is not None:
             logs["display_acc"] = metrics.hungarian_accuracy(self.y, p.argmax(1))
         message = collapse_warning(sizes, self.max_share, context=f" after epoch {epoch + 1}")
+        self.collapsed_.append(message is not None)
         if message:
             self.warnings_.append(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            if self.verbose:
+                print(f"IIC: after epoch {epoch + 1} cluster {int(sizes.argmax())} holds {sizes.max() / len(p):.0%} "
+                      f"of the images, {int((sizes > 0).sum())}/{len(sizes)} clusters used (common early on: the "
+                      "mutual information spreads them out; a warning follows if the last epoch is still so)",
+                      flush=True)
+
+    def final_warning(self) -> str | None:
+        """The collapse message of the last epoch, or None when it is not collapsed."""
+        return self.warnings_[-1] if self.collapsed_ and self.collapsed_[-1] else None
 
 
 def select_sub_head(sub_head_losses) -> int:
@@ -645,7 +659,8 @@ class IIC(Method):
         self.model_.compile(optimizer=keras.optimizers.Adam(lr))
         monitor_idx = rng.choice(len(x), min(p["monitor_images"], len(x)), replace=False)
         x_val, y_val = validation if validation is not None else (x[monitor_idx], None)
-        self.monitor_ = IICMonitor(self.features(np.asarray(x_val)), None if y_val is None else np.asarray(y_val))
+        self.monitor_ = IICMonitor(self.features(np.asarray(x_val)), None if y_val is None else np.asarray(y_val),
+                                   verbose=p["verbose"])
         callbacks = [self.monitor_]
         if p["heads"] == "alternate" and self.model_.head_a is not None:
             callbacks.insert(0, AlternateHeads(p["head_schedule"]))
@@ -671,6 +686,8 @@ class IIC(Method):
             select = self.batches(x[rng.permutation(len(x))], pairs=True)
         self.sub_head_losses_ = evaluate_sub_heads(self.model_, select, n_select)
         self.sub_head_ = select_sub_head(self.sub_head_losses_)
+        if self.monitor_.final_warning():  # still collapsed at the end of training: that is worth a warning
+            warnings.warn(self.monitor_.final_warning(), RuntimeWarning, stacklevel=2)
         self.timings_["sub-head selection"] = time.perf_counter() - t0
         return self
 

@@ -1,0 +1,56 @@
+"""A notebook opened as Colab opens it: in an empty folder, nothing of the repository around it, the kit
+installed by the notebook's own install cell (pointed at a local clone instead of GitHub)."""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUN = textwrap.dedent("""
+    import sys
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(sys.argv[1], as_version=4)
+    NotebookClient(nb, timeout=900, resources={"metadata": {"path": sys.argv[2]}}).execute()
+    nbformat.write(nb, sys.argv[1])
+    print("EXECUTED")
+""")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to clone the repository")
+def test_results_notebook_runs_from_an_empty_folder_with_only_the_installed_package(tmp_path):
+    pytest.importorskip("nbclient")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", ROOT.as_uri(), str(clone)], check=True)
+    if not (clone / "notebooks" / "07_results.ipynb").is_file():
+        pytest.skip("the committed tree has no notebook 07")
+    venv = tmp_path / "venv"  # the machine's libraries (TensorFlow...), but not this checkout's course_lib
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    work = tmp_path / "colab"  # what a Colab session starts in: an empty folder
+    work.mkdir()
+    notebook = work / "07_results.ipynb"
+    text = (clone / "notebooks" / "07_results.ipynb").read_text()
+    # the install cell, pointed at the local clone instead of GitHub (no network here)
+    text = text.replace("git+https://github.com/course-kit/unsupervised-course-kit@main", f"git+{clone.as_uri()}")
+    assert clone.as_uri() in text, "the install cell has changed: update this test"
+    notebook.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    env.update(COURSE_INSTALL="1", COURSE_PROFILE="quick", COURSE_DATA_DIR=str(tmp_path / "data"),
+               MPLBACKEND="Agg", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    run = subprocess.run([str(python), "-c", RUN, str(notebook), str(work)], capture_output=True, text=True,
+                         cwd=work, env=env, timeout=1200)
+    assert "EXECUTED" in run.stdout, (run.stdout + run.stderr)[-4000:]
+    outputs = "".join(o.get("text", "") for c in __import__("nbformat").read(notebook, 4).cells
+                      if c.cell_type == "code" for o in c.get("outputs", []))
+    installed = subprocess.run([str(python), "-c", "import course_lib, sys; print(course_lib.__file__)"],
+                               capture_output=True, text=True, env=env, cwd=work).stdout
+    assert str(venv) in installed and str(ROOT) not in installed  # the notebook's own install, not this checkout
+    assert "result suites in" in outputs and "gtsrb-standard" in outputs  # the published results were found
+    assert "runs consistent" in outputs
