@@ -275,8 +275,10 @@ def published_results(cache=None) -> Path:
     except md.PackageNotFoundError:
         origin = {}
     url = origin.get("url", "")
-    if url.startswith("file://"):
-        return Path(url[len("file://"):]) / "results"
+    if url.startswith("file:"):  # a local clone (file:///path or file://localhost/path)
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(url).path)) / "results"
     m = re.match(r"https://github\.com/([^/]+/[^/]+?)(\.git)?/?$", url)
     if not m:
         raise FileNotFoundError(f"no results/ folder beside the library and no repository to fetch it from "
