@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -22,6 +23,8 @@ def main(argv=None) -> int:
     from .runtime import quiet_native_logs
 
     quiet_native_logs()  # before TensorFlow is imported: its C++ start-up lines are noise here
+    if not os.environ.get("COURSE_TF_LOGS"):  # and its Python warnings (retracing notices): errors only
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     b = sub.add_parser("benchmark", help="fit a method without labels and score it (no arguments: every "
