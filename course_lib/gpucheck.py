@@ -184,7 +184,8 @@ def peak_memory() -> int | None:
 def check_method(name: str, data, info, seed: int = 0, host_augment_img_s: float = 0.0) -> dict:
     """Run one method's full path at smoke size; never raises (a failure is reported with its traceback)."""
     cls = get_method(name)
-    est = cls.for_smoke(data.n_classes, seed)
+    no_resume = {key: False for key in ("checkpoint_dir", "cache_dir") if key in getattr(cls, "defaults", {})}
+    est = cls.for_smoke(data.n_classes, seed, **no_resume)  # a check trains afresh, even on Colab
     row = {"method": name, "ok": False, "replicas": info.replicas,
            "policy": "mixed_float16" if info.mixed_precision else "float32",
            "smoke": {k: v for k, v in cls.smoke.items()}, "full_settings": runtime_full(cls)}

@@ -47,6 +47,7 @@ def test_long_runs_checkpoint_by_default_where_sessions_end_by_themselves(monkey
     monkeypatch.setenv("COURSE_CHECKPOINTS", str(tmp_path))  # e.g. a mounted Google Drive
     assert method.checkpoint_folder(x).startswith(str(tmp_path))
     assert get_method("supervised-cnn")(3, checkpoint_dir="here").checkpoint_folder(x) == "here"
+    assert get_method("supervised-cnn")(3, checkpoint_dir=False).checkpoint_folder(x) is None  # never
 
 
 def test_a_tpu_runtime_is_named_and_not_used(monkeypatch, capsys):

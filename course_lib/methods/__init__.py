@@ -77,7 +77,9 @@ class Method:
         """Where this run keeps what lets it resume: the `checkpoint_dir` (SCAN: `cache_dir`) given, else, on
         Colab / Kaggle or with $COURSE_CHECKPOINTS set (`runtime.checkpoint_root`), a folder named by the method,
         a hash of its settings, seed and images: running the same cell again continues, another run never loads
-        it. None: nothing is saved."""
+        it. None: nothing is saved (also when the option is False: never checkpoint)."""
+        if self.params.get(key) is False:
+            return None
         if self.params.get(key):
             return str(self.params[key])
         root = checkpoint_root()
