@@ -158,7 +158,8 @@ class RuntimeInfo:
 # TensorFlow's C++ start-up lines: TF_CPP_MIN_LOG_LEVEL does not hide them in TF 2.21 (absl logs them before it
 # reads the variable); noise to a student reading the command's output
 NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} [\d:.]+ +\d+ "
-                          rb"(port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_executor)\.cc:|To enable the "
+                          rb"((port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_executor)\.cc:|node_def_util\.cc:"
+                          rb"\d+\] NodeDef mentions attribute|util\.cc:\d+\] oneDNN supports)|To enable the "
                           rb"following instructions: .* rebuild TensorFlow)")
 
 
