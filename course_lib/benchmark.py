@@ -378,10 +378,11 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def provenance(info, est) -> dict:
+def provenance(info, est=None) -> dict:
     """What every result records beside its numbers: the method's parameters, backend, device, machine,
     library versions and the date."""
-    return {"params": _jsonable(est.get_params()), "backend": info.backend, "device": info.device,
+    return {"params": _jsonable(est.get_params()) if est is not None else {}, "backend": info.backend,
+            "device": info.device,
             "machine": _machine(), "versions": runtime.versions(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from keras import ops
 
-_STRATEGY = None  # the strategy runtime.setup chose (None: one device)
-
-
 def _replica_context():
     """TensorFlow's replica context inside a multi-replica training step, else None."""
     import keras
@@ -66,21 +63,9 @@ def per_replica(loss):
 
 def set_strategy(strategy) -> None:
     """Make `strategy` the default for every model built and trained from now on (None: one device)."""
-    global _STRATEGY
     import tensorflow as tf
 
     tf.distribute.experimental_set_strategy(strategy)
-    _STRATEGY = strategy
-
-
-def strategy():
-    """The strategy the kit trains under, or None."""
-    return _STRATEGY
-
-
-def replicas_in_use() -> int:
-    """How many devices a training step uses (1 without a strategy)."""
-    return 1 if _STRATEGY is None else int(_STRATEGY.num_replicas_in_sync)
 
 
 def emulate_devices(n: int = 2):

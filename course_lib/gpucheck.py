@@ -188,7 +188,7 @@ def check_method(name: str, data, info, seed: int = 0, host_augment_img_s: float
     est = cls.for_smoke(data.n_classes, seed, **no_resume)  # a check trains afresh, even on Colab
     row = {"method": name, "ok": False, "replicas": info.replicas,
            "policy": "mixed_float16" if info.mixed_precision else "float32",
-           "smoke": {k: v for k, v in cls.smoke.items()}, "full_settings": runtime_full(cls)}
+           "smoke": dict(cls.smoke), "full_settings": _plain(cls.presets.get("full", {}))}
     t0 = time.perf_counter()
     try:
         est.fit(data.x, data.y if cls.needs_labels else None)
@@ -220,8 +220,9 @@ def check_method(name: str, data, info, seed: int = 0, host_augment_img_s: float
     return row
 
 
-def runtime_full(cls) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in cls.presets.get("full", {}).items()}
+def _plain(settings: dict) -> dict:
+    """Settings as JSON writes them (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
 
 
 def run(methods=None, emulate: bool = False, images: int = 384, seed: int = 0, out=None, verbose: bool = True) -> dict:
@@ -246,7 +247,7 @@ def run(methods=None, emulate: bool = False, images: int = 384, seed: int = 0, o
     doc = {"emulated": emulate, "replicas": info.replicas,
            "policy": "mixed_float16" if info.mixed_precision else "float32", "images": images,
            "host_augment_img_s": round(host, 1), "t4_tflops_assumed": T4_TFLOPS, "methods": rows,
-           "ok": all(r["ok"] for r in rows), **provenance(info, _NoParams())}
+           "ok": all(r["ok"] for r in rows), **provenance(info)}
     if out:
         write_json(out, doc)
         Path(out).with_suffix(".md").write_text(markdown(doc, Path(out).name))
@@ -280,7 +281,3 @@ def markdown(doc: dict, source: str = "") -> str:
                      f"{r.get('t4_minutes_if_augmented_on_host', '-')} | {RESUMES.get(r['method'], '-')} | {settings} |")
     return "\n".join(lines) + "\n"
 
-
-class _NoParams:
-    def get_params(self):
-        return {}
