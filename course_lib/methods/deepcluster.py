@@ -184,15 +184,11 @@ class DeepCluster(Method):
         final_pca_dim=None, final_n_init=10,  # final_pca_dim None: 2 x n_clusters (`final_dims`)
         checkpoint_dir=None, verbose=0,
     )
-    # init: the paper clusters the random network's features at epoch 0 and needs hundreds of epochs to climb
-    # from there. A CPU affords 10 (standard), so the CPU presets start from HOG + KMeans pseudo-labels instead;
-    # every later epoch is the paper's loop. Standard, 2-core CPU (benchmark, final KMeans then on 64 whitened
-    # directions): GTSRB 0.326 -> 0.444 (ACC), MNIST train -> test 0.729 -> 0.724; quick, 3,000 synthetic signs
-    # 0.286 -> 0.309. Full keeps the paper's start.
     presets = {
-        "quick": dict(epochs=6, widths=(16, 32, 48, 48, 32), fc=128, pca_dim=32, final_pca_dim=32, init="hog"),
-        "standard": dict(epochs=10, epoch_images=20000, init="hog"),
-        # full (a GPU): the paper's start and network; 50 epochs (the paper runs 500 on ImageNet) fit a Colab
+        "quick": dict(epochs=6, widths=(16, 32, 48, 48, 32), fc=128, pca_dim=32, final_pca_dim=32),
+        # a CPU: the paper's loop from a random network, as many epochs of 20,000 images as ~10 minutes allow
+        "standard": dict(epochs=20, epoch_images=20000),
+        # full (a GPU): the paper's network; 50 epochs (the paper runs 500 on ImageNet) fit a Colab
         # session: each epoch's PCA + KMeans takes ~19 s on its two host cores, the training ~0.4 min of a T4
         "full": dict(epochs=50, widths=(96, 256, 384, 384, 256), fc=4096, dropout=0.5, pca_dim=256,
                      optimizer="sgd", learning_rate=0.05, batch_size=256),

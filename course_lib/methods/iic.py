@@ -531,23 +531,11 @@ class IIC(Method):
                     rotation=25.0, jitter=0.4, sobel=None, normalise=False, width=32, pool="gap", pca_dim=128,
                     hidden=512, colour_bins=0, epochs=10, learning_rate=1e-3, select_images=10000,
                     monitor_images=2000, checkpoint_dir=None, verbose=0)
-    # On a CPU the trunk is an MLP on HOG features of each (perturbed) view: the small CNN trains at ~300
-    # images/s on this 2-core machine, i.e. ~20 minutes for one MNIST epoch of 6 views; IIC needs many.
-    # Two head-B epochs per head-A epoch ("BBA") as the paper's MNIST configuration (head_B_epochs 2). With an
-    # MLP trunk, head A's 5 x 5K outputs cost more than the trunk itself (GTSRB: 1,075 outputs on a 512-wide
-    # trunk); one sub-head in head A (it only shapes the trunk; the answer is head B's) made those epochs
-    # as fast as head B's, so the standard preset affords 20 epochs: GTSRB 0.353 (10 epochs, 5 sub-heads in A)
-    # -> 0.376 (20 epochs, 1 sub-head in A). Stronger perturbations (rotation 25, crops 0.57-0.86) gave 0.334.
-    # The trunk sees greyscale HOG only (colour_bins=0, as hog-kmeans): with colour histograms appended (8 bins)
-    # GTSRB reached 0.376, without them 0.489 (NMI 0.630 -> 0.744; the colour jitter of the copies moves the
-    # histograms, so pairs disagree on them). lamb=2 kept: lamb=1 let one cluster take 23% (grey, ACC 0.479).
-    _HOG = dict(trunk="hog", copies=4, view_scale=(0.75, 0.95), rotation=15.0, lamb=2.0, head_schedule="BBA",
-                sub_heads_a=1)
     presets = {
-        "quick": dict(_HOG, epochs=20),
-        "standard": dict(_HOG, epochs=20),
-        # full (a GPU): the paper's CNN trunk on pixels; lamb=2 and two head-B epochs per head-A epoch as measured
-        # on the CPU (lamb=1 let one cluster take 23%); 100 epochs of 6 views: ~20 min of a T4 (gpucheck)
+        # a CPU: the paper's CNN on the pixels of perturbed copies, as many epochs as a CPU budget allows
+        "quick": dict(epochs=8, copies=3, lamb=2.0, head_schedule="BBA"),
+        "standard": dict(epochs=6, copies=3, lamb=2.0, head_schedule="BBA"),
+        # full (a GPU): 100 epochs of 6 views, wider, the official ClusterNet's flattened map: ~20 min of a T4
         "full": dict(epochs=100, width=64, pool="flatten", lamb=2.0, head_schedule="BBA"),
     }
     smoke = dict(epochs=3, batch_images=32, select_images=64, monitor_images=64)  # BBA: both heads, B twice

@@ -228,18 +228,12 @@ class SCAN(Method):
                     n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30, end_to_end=False, views=0,
                     threshold=0.99, selflabel_rounds=5, selflabel_epochs=2, selflabel_min_steps=200, cache_dir=None,
                     verbose=0)
-    # On a CPU the neighbours come from HOG: 74% of GTSRB's HOG neighbours from *other* tracks share the class,
-    # against ~25% for a SimCLR net trained for the minutes a CPU allows (../shared/MEASURED.md).
     presets = {
-        # `views`: each image is also described after that many strong augmentations (once, before training); the
-        # SCAN step pairs random views of anchors and neighbours, as the paper does with augmented images.
-        # Standard, 2-core CPU: GTSRB 0.544 without views, 0.571 with 4; MNIST 0.982 -> 0.983. Not in quick: on
-        # 3,000 synthetic signs views lift the SCAN step (0.437 -> 0.516 with 2, 0.488 with 4), but self-labeling
-        # from its few confident images (235, in 14 clusters) then lowers ACC (0.507 / 0.476).
-        "quick": dict(pretext="hog", scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
-        # standard: self-labeling loops while the confident set grows (Algorithm 1); 40 rounds is only a cap
-        # (on GTSRB with 4 views it stopped by itself after 28 rounds: 4,062 -> 34,405 confident samples)
-        "standard": dict(pretext="hog", views=4, scan_epochs=40, selflabel_rounds=40, selflabel_epochs=5),
+        # a CPU: a short SimCLR pretext on the small CNN, the SCAN step on its frozen embedding (and on 4 augmented
+        # copies of each image, embedded once), self-labeling
+        "quick": dict(pretext_epochs=5, scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
+        "standard": dict(pretext_epochs=8, batch_size=512, views=4, scan_epochs=40, selflabel_rounds=40,
+                         selflabel_epochs=5),
         # full (a GPU): SimCLR 200 epochs, SCAN and self-labeling end to end on augmented images: ~40 min of a T4
         "full": dict(pretext_epochs=200, scan_epochs=100, end_to_end=True, selflabel_rounds=20,
                      selflabel_epochs=5, width=64, batch_size=512),
