@@ -50,3 +50,17 @@ def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0,
     if flips:
         ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 6, dtype=F32))
     return keras.Sequential(ops, name=name)
+
+
+def augmenter(kind: str | None, colour: bool = True, seed: int = 0):
+    """The augmenter a method's `augment` option names: None or "none" (no augmenter), "weak" or "strong".
+
+    colour: whether the images have 3 channels (the strong augmenter then jitters colours). No flips.
+    """
+    if kind is None or kind == "none":
+        return None
+    if kind == "weak":
+        return weak_augmenter(seed=seed)
+    if kind == "strong":
+        return strong_augmenter(colour=colour, seed=seed)
+    raise ValueError(f"augment must be None, 'none', 'weak' or 'strong', got {kind!r}")

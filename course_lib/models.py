@@ -1,8 +1,10 @@
 """Networks shared by the methods. Inputs are images in [0, 255]; every model rescales itself."""
 from __future__ import annotations
 
+import math
+
 import keras
-from keras import layers
+from keras import layers, ops
 
 
 def seed_cnn(input_shape, n_classes: int, name: str = "seed_cnn") -> keras.Model:
@@ -23,6 +25,28 @@ def seed_cnn(input_shape, n_classes: int, name: str = "seed_cnn") -> keras.Model
     ], name=name)
 
 
+@keras.saving.register_keras_serializable(package="course_lib")
+class PerImageNorm(layers.Layer):
+    """Divide each image by its root-mean-square (after removing its mean when `center`): the same sign
+    in bright sun or at dusk gives the same input (HOG's contrast normalisation, image-wide)."""
+
+    def __init__(self, center: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.center = center
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.center:
+            x = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        return x / ops.sqrt(ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True) + 1e-6)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "center": self.center}
+
+
 def _conv_bn_relu(x, filters: int):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     # momentum 0.9 (not 0.99): the moving statistics settle within a short CPU run
@@ -30,20 +54,51 @@ def _conv_bn_relu(x, filters: int):
     return layers.ReLU()(x)
 
 
-def small_cnn_backbone(input_shape, width: int = 32, name: str = "small_cnn") -> keras.Model:
-    """A 4-block VGG-style CNN (~0.4 M parameters at width 32) ending in global average pooling.
+def small_cnn_backbone(input_shape, width: int = 32, sobel=False, normalise: bool = False, pool: str = "gap",
+                       name: str = "small_cnn") -> keras.Model:
+    """A 4-block VGG-style CNN (~0.4 M parameters at width 32): the kit's one small CNN.
 
     Blocks of width w, 2w, 4w, 8w: a 3x3 conv, BatchNorm, ReLU, then 2x2 max-pool (none after the last).
-    Small enough to train on a laptop CPU at 32x32.
+    Small enough to train on a laptop CPU at 32x32. Input options:
+    sobel: False (pixels / 255), True (greyscale Sobel x, y: IIC's and DeepCluster's choice for colour images)
+    or "rgb" (pixels and Sobel channels, IIC's `include_rgb`). normalise: per-image contrast normalisation of
+    those inputs (`PerImageNorm`). pool: "gap" (global average pooling) or "flatten" (the flattened last map,
+    as the official IIC ClusterNet: keeps where things are).
     """
+    if pool not in ("gap", "flatten"):
+        raise ValueError(f"pool must be 'gap' or 'flatten', got {pool!r}")
     inputs = keras.Input(input_shape)
-    x = layers.Rescaling(1 / 255.0)(inputs)
+    channels = []
+    if sobel is not True:  # the pixels
+        pixels = layers.Rescaling(1 / 255.0)(inputs)
+        channels.append(PerImageNorm(center=True)(pixels) if normalise else pixels)
+    if sobel:  # the edges
+        edges = SobelFilter()(inputs)
+        channels.append(PerImageNorm(center=False)(edges) if normalise else edges)
+    x = layers.Concatenate()(channels) if len(channels) > 1 else channels[0]
     for i, mult in enumerate((1, 2, 4, 8)):
         x = _conv_bn_relu(x, width * mult)
         if i < 3:
             x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x) if pool == "gap" else layers.Flatten()(x)
     return keras.Model(inputs, x, name=name)
+
+
+def mlp_trunk(dim_in: int, hidden: int = 512, depth: int = 2, noise: float = 0.0, dropout: float = 0.0,
+              name: str = "mlp_trunk") -> keras.Model:
+    """An MLP on feature vectors (HOG, a frozen embedding): `depth` Dense -> BatchNorm -> ReLU blocks.
+
+    noise: Gaussian noise on the input, scaled by 1/sqrt(dim_in) (L2-normalised features have elements of
+    about that size); dropout: on the input. Both only act in training, standing in for image augmentation.
+    """
+    stack = [keras.Input((dim_in,))]
+    if noise:
+        stack.append(layers.GaussianNoise(noise / math.sqrt(dim_in)))
+    if dropout:
+        stack.append(layers.Dropout(dropout))
+    for _ in range(depth):
+        stack += [layers.Dense(hidden, use_bias=False), layers.BatchNormalization(momentum=0.9), layers.ReLU()]
+    return keras.Sequential(stack, name=name)
 
 
 def classifier(backbone: keras.Model, n_classes: int, dropout: float = 0.3, name: str = "classifier") -> keras.Model:
@@ -92,8 +147,6 @@ class SobelFilter(layers.Layer):
         super().__init__(trainable=False, **kwargs)
 
     def call(self, x):
-        from keras import ops
-
         x = ops.cast(x, "float32") / 255.0
         if x.shape[-1] == 3:
             x = ops.sum(x * ops.convert_to_tensor([0.299, 0.587, 0.114]), axis=-1, keepdims=True)

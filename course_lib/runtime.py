@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
 import platform
@@ -10,6 +11,7 @@ import re
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -283,3 +285,46 @@ def _jax_replicas(backend: str) -> int:
 
     dist = keras.distribution.distribution()
     return len(dist.device_mesh.devices.flatten()) if dist is not None else 1
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Write `path` all at once: yields a temporary path in the same folder, renamed onto `path` when the
+    block ends without an error (removed when it raises), so a reader never sees half a file.
+
+    The temporary name ends like the target's ("x.weights.h5" -> "x.tmp-<pid>.weights.h5"), for writers that
+    check the suffix (Keras' save_weights, np.savez).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem, dot, suffix = path.name.partition(".")
+    tmp = path.with_name(f"{stem}.tmp-{os.getpid()}{dot}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def data_kind(ds) -> str:
+    """Which row of a notebook's PROMISE a dataset falls under: "digits", "synthetic-signs", "gtsrb" (any
+    43-class source: the Kaggle / official folders or an npz copy), "mnist" (tfds or an npz named mnist*),
+    else the dataset's name."""
+    name = ds.name.lower()
+    if name in ("digits", "synthetic-signs"):
+        return name
+    if ds.n_classes == 43 or name.startswith("gtsrb"):
+        return "gtsrb"
+    if name == "mnist" or (name.startswith("npz:") and "mnist" in name):
+        return "mnist"
+    return ds.name
+
+
+def promised(promise: dict, profile: str, ds) -> float:
+    """A notebook's promise for this profile and data: promise[(profile, kind)], else promise[("quick", kind)]
+    (more data and epochs should not do worse), else 2 / n_classes (twice chance)."""
+    kind = data_kind(ds)
+    if (profile, kind) in promise:
+        return promise[(profile, kind)]
+    return promise.get(("quick", kind), 2 / ds.n_classes)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from .runtime import atomic_write
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -67,6 +68,14 @@ def progress_line(label: str, epoch: int, epochs: int, loss, seconds: list, imag
             f"  ~{(epochs - epoch - 1) * per_epoch / 60:.1f} min left")
 
 
+def lowest_loss(losses) -> int:
+    """The head (or sub-head) to keep: the one with the lowest training loss; NaN losses never win. No labels."""
+    losses = np.asarray(losses, dtype=np.float64)
+    if not np.isfinite(losses).any():
+        return 0
+    return int(np.nanargmin(np.where(np.isfinite(losses), losses, np.nan)))
+
+
 class EpochCheckpoint:
     """Resume a hand-written epoch loop: after every finished epoch, `model`'s weights and the history go to
     `<path>.weights.h5` and `<path>.json` (written atomically, the JSON last); `restore` then reads them back and
@@ -87,13 +96,10 @@ class EpochCheckpoint:
     def save(self, epochs_done: int, history: dict) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.weights.h5")
-        self.model.save_weights(str(tmp))
-        os.replace(tmp, self.path.with_suffix(".weights.h5"))
-        tmp = self.path.with_suffix(".tmp.json")
-        tmp.write_text(json.dumps({"epochs_done": epochs_done, "history": history}))
-        os.replace(tmp, self.path.with_suffix(".json"))
+        with atomic_write(self.path.with_suffix(".weights.h5")) as tmp:
+            self.model.save_weights(str(tmp))
+        with atomic_write(self.path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps({"epochs_done": epochs_done, "history": history}))
 
 
 class IndexBatches(keras.utils.PyDataset):

@@ -97,3 +97,41 @@ def test_the_command_line_hides_tensorflows_start_up_lines_but_not_errors():
     bad = subprocess.run([sys.executable, "-m", "course_lib", "benchmark", "--method", "no-such-method"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0 and "unknown method 'no-such-method'" in bad.stderr  # a real error still shows
+
+
+def test_atomic_write_renames_on_success_and_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "sub" / "w.weights.h5"
+    with runtime.atomic_write(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.endswith(".weights.h5") and tmp != target
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with runtime.atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "new" and sorted(p.name for p in target.parent.iterdir()) == ["w.weights.h5"]
+    with pytest.raises(RuntimeError):
+        with runtime.atomic_write(tmp_path / "never.json") as tmp:
+            raise RuntimeError("before writing")
+    assert not (tmp_path / "never.json").exists()
+
+
+def _ds(name, n_classes):
+    from course_lib.data import Dataset
+
+    return Dataset(np.zeros((1, 4, 4, 1), np.uint8), np.zeros(1, np.int64), [str(i) for i in range(n_classes)], name)
+
+
+def test_data_kind_and_promised():
+    kinds = {("digits", 10): "digits", ("synthetic-signs", 43): "synthetic-signs", ("gtsrb", 43): "gtsrb",
+             ("npz:gtsrb_train_32.npz", 43): "gtsrb", ("mnist", 10): "mnist", ("npz:mnist_train.npz", 10): "mnist",
+             ("cifar10", 10): "cifar10", ("npz:other.npz", 10): "npz:other.npz"}
+    for (name, k), kind in kinds.items():
+        assert runtime.data_kind(_ds(name, k)) == kind, name
+    promise = {("quick", "gtsrb"): 0.2, ("standard", "gtsrb"): 0.4, ("standard", "mnist"): 0.9}
+    gtsrb, mnist, cifar = _ds("gtsrb", 43), _ds("mnist", 10), _ds("cifar10", 10)
+    assert runtime.promised(promise, "standard", gtsrb) == 0.4
+    assert runtime.promised(promise, "full", gtsrb) == 0.2  # falls back to the quick promise
+    assert runtime.promised(promise, "quick", mnist) == 0.2  # no quick row: twice chance
+    assert runtime.promised(promise, "full", cifar) == 0.2
+    assert runtime.promised({}, "quick", gtsrb) == 2 / 43
