@@ -139,3 +139,25 @@ def neighbour_accuracy(features, y, k: int = 10, groups=None, metric: str = "cos
     y = _as_labels(y)
     idx = nearest_neighbours(features, k, metric=metric, groups=groups)
     return float(np.mean(y[idx] == y[:, None]))
+
+
+# ---------------------------------------------------------------- judging a clustering without labels
+def neighbour_consistency(y_pred, neighbours) -> float:
+    """Share of each image's mined neighbours (N x k indices) that fall in its own cluster. No labels: how
+    well a clustering respects the neighbourhoods it was trained on. A single cluster scores 1, so compare
+    only clusterings with the same number of well-used clusters."""
+    y_pred = _as_labels(y_pred)
+    return float((y_pred[np.asarray(neighbours)] == y_pred[:, None]).mean())
+
+
+def stability(runs) -> float:
+    """Mean adjusted Rand index between every pair of clusterings of the same images (e.g. one per seed). No
+    labels: a setting whose clusters come back whatever the seed found structure, not an accident of one run."""
+    from itertools import combinations
+
+    from sklearn.metrics import adjusted_rand_score
+
+    pairs = [adjusted_rand_score(_as_labels(a), _as_labels(b)) for a, b in combinations(runs, 2)]
+    if not pairs:
+        raise ValueError("stability needs at least two clusterings of the same images")
+    return float(np.mean(pairs))
