@@ -30,17 +30,22 @@ def pixel_features(x: np.ndarray, centre_crop: float = 1.0, standardise: bool = 
     """Flatten uint8 images to float32 vectors in [0, 1].
 
     centre_crop: the central fraction of the side to keep (GTSRB signs sit in the middle; borders are
-    background). standardise: per-image zero mean / unit variance (removes brightness and contrast).
+    background). standardise: per-image zero mean / unit variance (removes brightness and contrast), the
+    arithmetic of `models.PerImageNorm`.
     """
     if not 0 < centre_crop <= 1:
         raise ValueError(f"centre_crop is a fraction of the side in (0, 1], got {centre_crop}")
     h, w = x.shape[1:3]
     ch, cw = max(1, round(h * centre_crop)), max(1, round(w * centre_crop))
     top, left = (h - ch) // 2, (w - cw) // 2
-    f = x[:, top:top + ch, left:left + cw].reshape(len(x), -1).astype(np.float32) / 255.0
+    f = x[:, top:top + ch, left:left + cw].astype(np.float32) / 255.0
     if standardise:
-        f = (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-6)
-    return f
+        from keras import ops
+
+        from .models import per_image_norm
+
+        f = ops.convert_to_numpy(per_image_norm(f))
+    return f.reshape(len(x), -1)
 
 
 class FeaturePipeline:

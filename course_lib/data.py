@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-GTSRB_CLASS_NAMES = [
+from .runtime import atomic_write
+
+GTSRB_CLASS_NAMES = (  # also the synthetic signs' classes (`signs.CLASS_NAMES`)
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
     "Speed limit (70km/h)", "Speed limit (80km/h)", "End of speed limit (80km/h)", "Speed limit (100km/h)",
     "Speed limit (120km/h)", "No passing", "No passing for vehicles over 3.5 metric tons",
@@ -33,7 +35,7 @@ GTSRB_CLASS_NAMES = [
     "Beware of ice/snow", "Wild animals crossing", "End of all speed and passing limits", "Turn right ahead",
     "Turn left ahead", "Ahead only", "Go straight or right", "Go straight or left", "Keep right", "Keep left",
     "Roundabout mandatory", "End of no passing", "End of no passing by vehicles over 3.5 metric tons",
-]
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp"}
 GTSRB_TRACK_LEN = 30  # GTSRB training tracks: 30 frames of one physical sign
 GTSRB_LAYOUTS = """expected one of these layouts:
@@ -405,11 +407,9 @@ def _cached(key: str, enabled: bool, build) -> Dataset:
                            int(f["n_skipped"]), {"cache": str(path)})
     ds = build()
     if enabled:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, x=ds.x, y=ds.y if ds.y is not None else np.empty(0, np.int64),
-                 groups=ds.groups if ds.groups is not None else np.empty(0, np.int64),
-                 class_names=np.asarray(ds.class_names, dtype=str), name=np.asarray(ds.name),
-                 n_skipped=np.asarray(ds.n_skipped))
-        os.replace(tmp, path)  # atomic: an interrupted run never leaves half a cache file
+        with atomic_write(path) as tmp:  # an interrupted run never leaves half a cache file
+            np.savez(tmp, x=ds.x, y=ds.y if ds.y is not None else np.empty(0, np.int64),
+                     groups=ds.groups if ds.groups is not None else np.empty(0, np.int64),
+                     class_names=np.asarray(ds.class_names, dtype=str), name=np.asarray(ds.name),
+                     n_skipped=np.asarray(ds.n_skipped))
     return ds

@@ -25,6 +25,14 @@ def seed_cnn(input_shape, n_classes: int, name: str = "seed_cnn") -> keras.Model
     ], name=name)
 
 
+def per_image_norm(x, center: bool = True):
+    """PerImageNorm's arithmetic on a batch of images (N x H x W x C: a tensor or a NumPy array)."""
+    x = ops.cast(x, "float32")
+    if center:
+        x = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
+    return x / ops.sqrt(ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True) + 1e-6)
+
+
 @keras.saving.register_keras_serializable(package="course_lib")
 class PerImageNorm(layers.Layer):
     """Divide each image by its root-mean-square (after removing its mean when `center`): the same sign
@@ -35,10 +43,7 @@ class PerImageNorm(layers.Layer):
         self.center = center
 
     def call(self, x):
-        x = ops.cast(x, "float32")
-        if self.center:
-            x = x - ops.mean(x, axis=(1, 2, 3), keepdims=True)
-        return x / ops.sqrt(ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True) + 1e-6)
+        return per_image_norm(x, self.center)
 
     def compute_output_shape(self, input_shape):
         return input_shape

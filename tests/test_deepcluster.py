@@ -1,11 +1,13 @@
 import warnings
 
+import keras
 import numpy as np
 import pytest
 
 from course_lib import metrics
 from course_lib.data import load_dataset
 from course_lib.methods import get_method
+from course_lib.methods import deepcluster
 from course_lib.methods.deepcluster import DeepCluster, fill_empty_clusters, run_kmeans, uniform_cluster_sample
 from course_lib.methods.features import hog_features
 
@@ -57,7 +59,6 @@ def digits():
 
 def test_short_deepcluster_run_on_digits_beats_chance(digits):
     ds = digits
-    # measured (CPU, 16 px): ACC 0.790 / 0.811, NMI 0.737 / 0.768 (seeds 0 / 1) after 3 epochs, about 30 s;
     # chance (the largest class) is about 0.10
     model = DeepCluster(10, seed=0, epochs=3, reassign=2, widths=(16, 32, 48, 48, 32), fc=128, k=50,
                         pca_dim=32).fit(ds.x)
@@ -86,18 +87,44 @@ def test_killed_run_resumes_from_its_last_finished_epoch(digits, tmp_path):
 
 def test_hog_start_clusters_hog_at_epoch_0_and_the_network_after(digits, monkeypatch):
     x = digits.x[:300]
-    seen = []
-    original = DeepCluster.cluster_epoch
-
-    def spy(self, f, epoch):
-        seen.append(f.shape[1])
-        return original(self, f, epoch)
-
-    monkeypatch.setattr(DeepCluster, "cluster_epoch", spy)
     small = dict(widths=(8, 8, 8, 8, 8), fc=32, k=20, pca_dim=16, final_pca_dim=16, final_n_init=1, epochs=2)
-    DeepCluster(10, seed=0, init="hog", **small).fit(x)
-    assert seen == [hog_features(x[:1]).shape[1], 32]  # epoch 0: HOG descriptors; epoch 1: the convnet's fc features
-    assert DeepCluster.presets["standard"]["init"] == "hog"  # the CPU presets start from HOG
-    assert DeepCluster.presets["full"].get("init", DeepCluster.defaults["init"]) == "random"  # the paper's start
-    with pytest.raises(ValueError, match="init must be"):
-        DeepCluster(10, seed=0, init="sift", **small).fit(x)
+    for name, first in (("deepcluster-hog", hog_features(x[:1]).shape[1]), ("deepcluster", 32)):
+        seen = []
+        original = deepcluster.preprocess_features
+
+        def spy(f, *args, **kwargs):
+            seen.append(f.shape[1])
+            return original(f, *args, **kwargs)
+
+        monkeypatch.setattr(deepcluster, "preprocess_features", spy)
+        get_method(name)(10, seed=0, **small).fit(x)
+        monkeypatch.undo()
+        assert seen == [first, 32], name  # epoch 0: HOG (deepcluster-hog) or the random convnet; then the convnet
+    assert "init" not in DeepCluster.defaults  # one name, one algorithm: the start is the method's, not an option
+
+
+def test_fit_runs_the_papers_epoch(digits, monkeypatch):
+    calls = []
+    for fn in ("run_kmeans", "uniform_cluster_sample", "reset_top_layer", "train_epoch"):
+        original = getattr(deepcluster, fn)
+        monkeypatch.setattr(deepcluster, fn, lambda *a, _f=original, _n=fn, **k: calls.append(_n) or _f(*a, **k))
+    small = dict(widths=(8, 8, 8, 8, 8), fc=32, k=20, pca_dim=16, final_pca_dim=16, final_n_init=1, epochs=2)
+    DeepCluster(10, seed=0, **small).fit(digits.x[:200])
+    assert calls == ["run_kmeans", "uniform_cluster_sample", "reset_top_layer", "train_epoch"] * 2
+
+
+def test_reset_top_layer_redraws_the_top_and_zeroes_its_moments():
+    convnet = deepcluster.alexnet_small((16, 16, 1), (4, 4, 4, 4, 4), fc=8)
+    model = deepcluster.training_model(convnet, 5, keras.optimizers.Adam(1e-2))
+    x = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 1)).astype("uint8")
+    model.fit(x, np.arange(32) % 5, epochs=1, verbose=0)
+    top = model.get_layer("top_layer")
+    before = [np.array(w) for w in convnet.weights]
+    deepcluster.reset_top_layer(model, seed=3)
+    kernel = np.asarray(top.kernel)
+    assert 0.005 < kernel.std() < 0.015 and np.all(np.asarray(top.bias) == 0)
+    moments = [np.asarray(v) for v in model.optimizer.variables if "top_layer" in v.path]
+    assert moments and all(np.all(m == 0) for m in moments)
+    assert any(np.any(np.asarray(v) != 0) for v in model.optimizer.variables
+               if "conv" in v.path and not v.path.endswith("learning_rate"))  # the convnet keeps its moments
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, convnet.weights))

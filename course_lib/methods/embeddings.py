@@ -33,16 +33,6 @@ CLUSTER_DEFAULTS = dict(pca_dim=50, whiten=True, l2=True, algorithm="kmeans", n_
 
 # ---------------------------------------------------------------- layers
 @keras.saving.register_keras_serializable(package="course_lib")
-class PerImageStandardise(layers.Layer):
-    """Zero mean, unit variance per image: removes brightness and contrast (as pixels-kmeans' `standardise`)."""
-
-    def call(self, x):
-        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
-        std = ops.std(x, axis=(1, 2, 3), keepdims=True)
-        return (x - mean) / (std + 1e-3)
-
-
-@keras.saving.register_keras_serializable(package="course_lib")
 class StackViews(layers.Layer):
     """Two views of a batch stacked on the channel axis: [first(x), second(x)] (None: x unchanged).
 
@@ -70,17 +60,6 @@ def split_views(x):
     return x[..., :c], x[..., c:]
 
 
-def make_augmenter(kind: str | None, colour: bool, seed: int):
-    """None, 'weak' or 'strong' (no flips: traffic-sign classes come in mirror pairs)."""
-    if kind is None or kind == "none":
-        return None
-    if kind == "weak":
-        return augment.weak_augmenter(seed=seed)
-    if kind == "strong":
-        return augment.strong_augmenter(colour=colour, seed=seed)
-    raise ValueError(f"augment must be None, 'weak' or 'strong', got {kind!r}")
-
-
 # ---------------------------------------------------------------- the autoencoder
 def input_preprocessing(input_shape, crop: float = 1.0, standardise: bool = True, name: str = "preprocess"):
     """Images in [0, 255] -> [0, 1] -> optional centre crop (a fraction of the side) -> optional per-image
@@ -91,7 +70,7 @@ def input_preprocessing(input_shape, crop: float = 1.0, standardise: bool = True
     if crop < 1:
         x = layers.CenterCrop(max(8, round(h * crop)), max(8, round(w * crop)))(x)
     if standardise:
-        x = PerImageStandardise()(x)
+        x = models.PerImageNorm()(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -320,7 +299,7 @@ class AutoencoderKMeans(EmbeddingKMeans):
         return AutoencoderModel(encoder, decoder, preprocess, name="autoencoder"), encoder
 
     def views(self, input_shape):
-        second = make_augmenter(self.params["augment"], input_shape[-1] == 3, self.seed)
+        second = augment.augmenter(self.params["augment"], input_shape[-1] == 3, self.seed)
         return StackViews(None, second, noise=self.params["noise"], seed=self.seed, name="clean_and_corrupted",
                           dtype=F32)
 
@@ -372,8 +351,8 @@ class PairKMeans(EmbeddingKMeans):
 
     def views(self, input_shape):
         colour = input_shape[-1] == 3
-        return StackViews(make_augmenter(self.params["augment"], colour, self.seed),
-                          make_augmenter(self.params["augment"], colour, self.seed + 100), name="two_views", dtype=F32)
+        return StackViews(augment.augmenter(self.params["augment"], colour, self.seed),
+                          augment.augmenter(self.params["augment"], colour, self.seed + 100), name="two_views", dtype=F32)
 
 
 @register
@@ -406,5 +385,5 @@ class SimilarityKMeans(EmbeddingKMeans):
 
     def views(self, input_shape):
         colour = input_shape[-1] == 3
-        return StackViews(make_augmenter(self.params["augment"], colour, self.seed),
-                          make_augmenter(self.params["augment"], colour, self.seed + 100), name="two_views", dtype=F32)
+        return StackViews(augment.augmenter(self.params["augment"], colour, self.seed),
+                          augment.augmenter(self.params["augment"], colour, self.seed + 100), name="two_views", dtype=F32)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import data_dir, resize_images
+from ..runtime import atomic_write
 from . import register
 from .pixels import FeatureKMeans
 
@@ -234,10 +235,8 @@ def extract_features(x: np.ndarray, backbone: str = "vgg16", image_size: int = 6
     if verbose:
         print(f"{backbone} features {feats.shape} in {time.perf_counter() - t0:.1f} s")
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            np.save(tmp, feats)
     return feats
 
 
