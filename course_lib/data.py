@@ -156,8 +156,8 @@ def track_split(ds: Dataset, test_fraction: float = 0.2, seed: int = 0) -> tuple
 def contiguous_tracks(y: np.ndarray, track_len: int = GTSRB_TRACK_LEN) -> np.ndarray:
     """Group ids for data stored track by track: runs of one label cut into blocks of `track_len`.
 
-    GTSRB's Train.csv order (and so ../shared/data's npz) keeps each track's 30 frames together. For data
-    in random order the runs are short and the groups are almost single images (a random split).
+    GTSRB's Train.csv order (and so ../shared/data's npz) keeps each track's 30 frames together. Only for
+    data known to be stored that way (`stored_in_tracks`): on other data the blocks would be invented tracks.
     """
     starts = np.r_[0, np.flatnonzero(np.diff(y)) + 1]
     run_id = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(y)]))
@@ -166,10 +166,23 @@ def contiguous_tracks(y: np.ndarray, track_len: int = GTSRB_TRACK_LEN) -> np.nda
     return (run_id * (len(y) // track_len + 1) + block).astype(np.int64)
 
 
+def stored_in_tracks(y: np.ndarray, track_len: int = GTSRB_TRACK_LEN) -> bool:
+    """True for GTSRB training frames in their stored order: 43 classes, and the label changes only between
+    runs of at least one track (median run >= track_len). MNIST, CIFAR and shuffled GTSRB are not."""
+    if y is None or len(y) == 0 or int(y.max()) + 1 != len(GTSRB_CLASS_NAMES):
+        return False
+    runs = np.diff(np.r_[0, np.flatnonzero(np.diff(y)) + 1, len(y)])
+    return bool(np.median(runs) >= track_len)
+
+
 # ---------------------------------------------------------------- array sources
 def load_npz(paths: list[str]) -> Dataset:
-    """npz files with `x` (uint8 NHWC) and `y`; several are concatenated. Never unpickles."""
-    xs, ys = [], []
+    """npz files with `x` (uint8 NHWC), `y` and optionally `groups` (track ids); several are concatenated.
+
+    Without `groups`, a file gets GTSRB's tracks only when it is stored track by track (`stored_in_tracks`);
+    data without tracks (MNIST) gets none. Never unpickles.
+    """
+    xs, ys, gs = [], [], []
     for p in paths:
         p = _find_file(p)
         with np.load(p, allow_pickle=False) as f:
@@ -177,13 +190,22 @@ def load_npz(paths: list[str]) -> Dataset:
                 raise DatasetError(f"{p} has no array 'x' (arrays: {list(f.keys())}); expected x (uint8 NHWC) and y")
             xs.append(_as_nhwc_uint8(f["x"], str(p)))
             ys.append(f["y"].astype(np.int64) if "y" in f else None)
+            gs.append(f["groups"].astype(np.int64) if "groups" in f
+                      else contiguous_tracks(ys[-1]) if stored_in_tracks(ys[-1]) else None)
     if len({x.shape[1:] for x in xs}) > 1:
         raise DatasetError(f"npz files have different image shapes: {[x.shape[1:] for x in xs]}")
     x = np.concatenate(xs)
     y = None if any(v is None for v in ys) else np.concatenate(ys)
     n_classes = int(y.max()) + 1 if y is not None else 0
     names = GTSRB_CLASS_NAMES if n_classes == 43 else [str(i) for i in range(n_classes)]
-    groups = contiguous_tracks(y) if y is not None else None
+    groups = None
+    if any(g is not None for g in gs):  # a file without tracks: one group per image; ids never shared
+        parts, offset = [], 0
+        for xi, g in zip(xs, gs):
+            g = np.arange(len(xi)) if g is None else np.unique(g, return_inverse=True)[1]
+            parts.append(g.astype(np.int64) + offset)
+            offset += int(g.max()) + 1 if len(g) else 0
+        groups = np.concatenate(parts)
     return Dataset(x, y, list(names), "npz:" + ",".join(Path(p).name for p in paths), groups)
 
 

@@ -112,6 +112,32 @@ def test_contiguous_tracks_cut_runs_into_blocks():
     assert len(np.unique(g[:65])) == 3 and len(np.unique(g[65:])) == 1 and g[0] == g[29] != g[30]
 
 
+def _gtsrb_like(rng, shuffle=False):
+    y = np.repeat(np.arange(43), 60)  # every class: two tracks of 30 frames, stored track by track
+    return rng.permutation(y) if shuffle else y
+
+
+def test_npz_tracks_only_where_the_data_has_tracks(tmp_path):
+    rng = np.random.default_rng(0)
+    x = lambda n: np.zeros((n, 4, 4, 1), np.uint8)  # noqa: E731
+    np.savez(tmp_path / "gtsrb.npz", x=x(43 * 60), y=_gtsrb_like(rng))
+    np.savez(tmp_path / "mnist.npz", x=x(600), y=rng.integers(0, 10, 600))  # MNIST's order: no runs
+    np.savez(tmp_path / "sorted10.npz", x=x(600), y=np.repeat(np.arange(10), 60))  # sorted, but no tracks
+    np.savez(tmp_path / "shuffled.npz", x=x(43 * 60), y=_gtsrb_like(rng, shuffle=True))
+    np.savez(tmp_path / "given.npz", x=x(6), y=np.array([0, 0, 1, 1, 2, 2]), groups=np.array([7, 7, 7, 9, 9, 9]))
+    gtsrb = load_dataset(f"npz:{tmp_path / 'gtsrb.npz'}")
+    assert len(np.unique(gtsrb.groups)) == 86 and gtsrb.groups[0] == gtsrb.groups[29] != gtsrb.groups[30]
+    for name in ("mnist", "sorted10", "shuffled"):
+        assert load_dataset(f"npz:{tmp_path / name}.npz").groups is None, name
+    assert list(load_dataset(f"npz:{tmp_path / 'given.npz'}").groups) == [0, 0, 0, 1, 1, 1]
+    both = load_dataset(f"npz:{tmp_path / 'given.npz'},{tmp_path / 'mnist.npz'}")
+    assert len(np.unique(both.groups)) == 2 + 600  # MNIST's images: one group each, none shared with given.npz
+
+
+def test_real_mnist_npz_has_no_tracks(shared_data):
+    assert load_dataset(f"npz:{shared_data / 'mnist_test.npz'}").groups is None
+
+
 def test_builtin_digits_and_subsampling():
     tr, te = load_dataset("digits", "train"), load_dataset("digits", "test")
     assert tr.x.shape[1:] == (32, 32, 1) and len(tr) + len(te) == 1797 and tr.x.max() == 255
