@@ -180,7 +180,7 @@ class DeepCluster(Method):
         k=None,  # over-clustering: None -> 5 x n_clusters, at most one cluster per 20 images (`overclusters`)
         epochs=10, widths=(24, 48, 72, 72, 48), kernels=(5, 3, 3, 3, 3), fc=256, dropout=0.2, sobel=True,
         contrast_norm=True, pca_dim=64, kmeans="kmeans", kmeans_iter=20, reassign=1.0, epoch_images=None,
-        fit_images=None, optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128,
+        optimizer="adam", learning_rate=1e-3, momentum=0.9, weight_decay=1e-5, batch_size=128,
         reset_optimizer="top", augment="weak",
         final_pca_dim=None, final_n_init=10,  # final_pca_dim None: 2 x n_clusters (`final_dims`)
         checkpoint_dir=None, verbose=0,
@@ -233,19 +233,10 @@ class DeepCluster(Method):
         """What epoch `epoch` clusters: the convnet's features (`deepcluster-hog` starts from HOG instead)."""
         return features(self.features_, x)
 
-    def loop_images(self, n_images: int) -> np.ndarray | None:
-        """A seeded random subset of `fit_images` images for the loop (the final clustering covers all), or None."""
-        m = self.params["fit_images"]
-        if not m or m >= n_images:
-            return None
-        return np.sort(np.random.default_rng(self.seed).choice(n_images, m, replace=False))
-
     # -------------------------------------------------------- fit: the paper's loop
     def fit(self, x, y=None):
         p = self.params
-        x_given, x_all = x, np.asarray(x)
-        self.loop_index_ = self.loop_images(len(x_all))
-        x = x_all if self.loop_index_ is None else x_all[self.loop_index_]
+        x_given, x = x, np.asarray(x)
         self.k_ = self.overclusters(len(x))
         check_k(self.k_, len(x))
         self.checkpoint_dir_ = self.checkpoint_folder(x)
@@ -270,8 +261,8 @@ class DeepCluster(Method):
             self._log(epoch, prev, pseudo, inertia, logs, (t0, t1, t2, time.perf_counter()))
             prev = pseudo
             self._save_checkpoint(epoch, pseudo)
-        self.pseudo_labels_ = prev  # the last epoch's training targets (of the loop's images)
-        self._cluster_final(x_all)
+        self.pseudo_labels_ = prev  # the last epoch's training targets
+        self._cluster_final(x)
         self._keep_fitted(x_given)  # the caller's array: predict returns its labels without a second pass
         return self
 
