@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, runtime
+from . import metrics, runtime, training
 from .data import load_dataset, track_split
 from .methods import get_method
 
@@ -94,15 +94,17 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
 def throughput(method: str, dataset: str = "synthetic-signs", profile=None, seed: int = 0, k: int | None = None,
                options: dict | None = None, images: int = 8000, steps: int = 20, repeats: int = 5,
                out: str | Path | None = None, verbose: bool = True) -> dict:
-    """Training speed of a method against plain `fit` of the same network (the method's
-    `measure_throughput`, e.g. IIC's): images through the network per second, wall clock and per CPU-second."""
+    """Training speed of IIC (`iic` or `iic-hog`) against plain `fit` of the same network (`iic_throughput`):
+    images through the network per second, wall clock and per CPU-second."""
+    from .methods.iic import IIC
+
     info = runtime.setup(seed, profile, verbose=verbose)
     cls = get_method(method)
-    if not hasattr(cls, "measure_throughput"):
-        raise ValueError(f"{method} has no throughput measurement (methods with one: iic)")
+    if not issubclass(cls, IIC):
+        raise ValueError(f"{method} has no throughput measurement (methods with one: iic, iic-hog)")
     train = load_dataset(dataset, "train", max_images=images, seed=seed, n_images=min(images, info.profile.n_synthetic))
     est = cls.for_profile(k or train.n_classes, info.profile, seed, **(options or {}))
-    speeds = est.measure_throughput(train.x, steps=steps, repeats=repeats)
+    speeds = iic_throughput(est, train.x, steps=steps, repeats=repeats)
     result = {"method": method, "dataset": dataset, "profile": info.profile.name, "seed": seed, "n_images": len(train),
               **{key: round(v, 3) if isinstance(v, float) else v for key, v in speeds.items()},
               **provenance(info, est)}
@@ -113,6 +115,76 @@ def throughput(method: str, dataset: str = "synthetic-signs", profile=None, seed
     if out:
         write_json(out, result)
     return result
+
+
+def iic_throughput(est, x, steps: int = 10, repeats: int = 2) -> dict:
+    """IIC's training speed (each head's step, averaged over the head schedule) against plain `fit` of the same
+    trunk (+ a softmax layer, cross-entropy on random labels, in-memory batches of the same size, no
+    augmentation): images through the trunk per second, wall clock and per CPU-second (the CPU may be
+    shared), best of `repeats` runs of `steps` steps after a warm-up. `iic` also with the copies made inside
+    the training step; `iic-hog` on random view features (their HOG is computed once, before training)."""
+    import keras
+
+    from .methods.iic import IICModel
+    from .methods.iic_hog import IICHog, feature_view_batches
+
+    x = np.asarray(x)
+    n, r = min(est.batch_images(), len(x)), est.params["copies"]
+    per_step = n * (1 + r)
+    x = x[:n * max(1, min(steps, len(x) // n))]
+    steps = len(x) // n
+
+    def timed(model, data):
+        model.fit(data, epochs=1, verbose=0, steps_per_epoch=1, shuffle=False)  # trace + warm up
+        wall = cpu = float("inf")
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            model.fit(data, epochs=1, verbose=0, steps_per_epoch=steps, shuffle=False)
+            wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+        return steps * per_step / wall, steps * per_step / cpu
+
+    def timed_heads(trainers, data, label=""):  # time per image adds up over the schedule's epochs
+        schedule = est.schedule(net)
+        rates = {head: timed(model, data) for head, model in trainers.items()}
+        for head, rate in rates.items():
+            out[f"{label}iic_img_s_head_{head}"] = rate[0]
+        return tuple(len(schedule) / sum(1.0 / rates[h][i] for h in schedule) for i in (0, 1))
+
+    def repeat(ds):
+        return ds.repeat() if hasattr(ds, "repeat") else ds
+
+    out = {"batch_images": n, "copies": r, "trunk_images_per_step": per_step}
+    if isinstance(est, IICHog):
+        feats = np.random.default_rng(0).standard_normal((1 + r, len(x), est.params["pca_dim"])).astype("float32")
+        shape = feats.shape[2:]
+        data, xv = repeat(feature_view_batches(feats, n, shuffle=False)), feats.reshape(-1, feats.shape[-1])
+    else:
+        shape = x.shape[1:]
+        data = repeat(est.batches(x, shuffle=False, pairs=True))
+        xv = np.concatenate([keras.ops.convert_to_numpy(est.views(shape)[2](x.astype("float32")))] * (1 + r))
+    net = est.build(shape)
+    out["iic_img_s"], out["iic_img_cpu_s"] = timed_heads(est.trainers(net, steps, x.shape[1:]), data)
+    plain = keras.Sequential([est.trunk(shape)[0],
+                              keras.layers.Dense(est.n_clusters, activation="softmax")], name="plain")
+    plain.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    yv = np.random.default_rng(0).integers(0, est.n_clusters, len(xv))
+    wall = cpu = float("inf")
+    for _ in range(repeats + 1):  # first: warm-up
+        t, c = time.perf_counter(), time.process_time()
+        plain.fit(xv, yv, batch_size=per_step, epochs=1, verbose=0, shuffle=False)
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    out["plain_img_s"], out["plain_img_cpu_s"] = len(xv) / wall, len(xv) / cpu
+    tf = None if isinstance(est, IICHog) else training.tensorflow_or_none()
+    if tf is not None:  # the copies made inside the training step, as on an accelerator
+        original, perturbed, _ = est.views(x.shape[1:])
+        inside = {head: IICModel(net.trunk, h, est.params["lamb"], (original, perturbed, r)) for head, h in net.heads.items()}
+        for model in inside.values():
+            model.compile(optimizer="adam")
+        raw = tf.data.Dataset.from_tensor_slices(x.astype("float32")).batch(n, drop_remainder=True).repeat()
+        out["in_model_img_s"], out["in_model_img_cpu_s"] = timed_heads(inside, raw, "in_model_")
+    out["ratio"] = out["iic_img_s"] / out["plain_img_s"]
+    out["ratio_cpu"] = out["iic_img_cpu_s"] / out["plain_img_cpu_s"]
+    return out
 
 
 def suite_name(dataset: str, profile: str, test: str | None = None) -> str:

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                    help="a method hyperparameter, e.g. --option centre_crop=0.75 (repeatable)")
     b.add_argument("--out", help="write the result as JSON here")
     t = sub.add_parser("throughput", help="training images/s of a method against plain fit of the same network")
-    t.add_argument("--method", default="iic")
+    t.add_argument("--method", default="iic", help="iic (the CNN on pixels) or iic-hog (the MLP on HOG)")
     t.add_argument("--dataset", default="synthetic-signs")
     t.add_argument("--profile", help="quick | standard | full (default: $COURSE_PROFILE, else by device)")
     t.add_argument("--images", type=int, default=8000, help="images to time on (default 8000)")
