@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from course_lib import training
-from course_lib.methods.iic import FeatureViewBatches, feature_view_batches, iic_batches
+from course_lib.methods.iic import iic_batches
+from course_lib.methods.iic_hog import FeatureViewBatches, feature_view_batches
 from course_lib.methods.scan import view_batches
 
 # image i is filled with the value i: a batch says which images it holds
