@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from course_lib import benchmark, data
+from course_lib import benchmark, data, metrics
 from course_lib.methods import scan
+from course_lib.methods.scan_hog import ScanHog
 
 
 def test_mined_neighbours_of_a_duplicated_image_include_its_duplicate():
@@ -29,22 +30,21 @@ def test_scan_head_losses_prefer_the_head_that_agrees_with_neighbours():
     assert np.argmin(scan.scan_head_losses(np.stack([bad, good]), nb, 1.0)) == 1
 
 
-def test_no_confident_sample_is_said_not_crashed():
-    est = scan.SCAN(3, threshold=0.99, selflabel_rounds=2)
-    est.backbone_ = None
-    x = np.zeros((30, 8, 8, 1), np.uint8)
-    with pytest.warns(UserWarning, match="lower `threshold`"):
-        assert est.self_label(x, np.full((30, 3), 1 / 3)) is None
-    assert "selflabel_warning" in est.log_
+def test_scan_takes_a_learned_pretext_only():
+    with pytest.raises(ValueError, match="pretext"):
+        scan.SCAN(3, pretext="hog")
+    with pytest.raises(ValueError, match="student"):
+        scan.SCAN(3, student="mlp")
 
 
 @pytest.mark.parametrize("views", [0, 2])
-def test_scan_on_real_digits_learns_and_reports_every_step(views):
-    r = benchmark.run("scan", "digits", profile="quick", verbose=False,
+def test_scan_hog_on_real_digits_learns_and_reports_every_step(views):
+    r = benchmark.run("scan-hog", "digits", profile="quick", verbose=False,
                       options={"selflabel_rounds": 1, "threshold": 0.9, "views": views})
     assert set(r["steps"]) == {"pretext+kmeans", "scan", "selflabel"}
     assert r["steps"]["scan"]["acc"] > 0.6 and r["acc"] > 0.6  # chance is 0.1
-    assert len(r["log"]["scan_head_losses"]) == 5 and r["log"]["best_head"] == int(np.argmin(r["log"]["scan_head_losses"]))
+    head_losses = r["log"]["scan_head_losses"]
+    assert len(head_losses) == 5 and r["log"]["best_head"] == int(np.argmin(head_losses))
 
 
 @pytest.mark.parametrize("pretext", ["simclr", "rotnet"])
@@ -60,8 +60,7 @@ def test_cnn_pretexts_train_and_feed_the_mining(pretext, tmp_path):
 
 
 def test_a_nan_loss_stops_the_scan_step_with_advice():
-    est = scan.SCAN(3, n_heads=1, scan_epochs=1, batch_size=8)
-    est.backbone_ = None
+    est = ScanHog(3, n_heads=1, scan_epochs=1, batch_size=8)
     feats = np.full((16, 4), np.nan, np.float32)  # broken features: the loss becomes NaN at once
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         est.cluster(np.zeros((16, 8, 8, 1), np.uint8), feats, np.tile(np.arange(1, 3), (16, 1)) % 16)
@@ -69,7 +68,7 @@ def test_a_nan_loss_stops_the_scan_step_with_advice():
 
 def test_augmented_views_are_described_once_beside_the_originals():
     ds = data.load_dataset("digits", "train", max_images=120)
-    est = scan.SCAN(10, pretext="hog", views=2)
+    est = ScanHog(10, views=2)
     f = est.pretext(ds.x)
     assert f.shape == (120, 64) and est.view_features_.shape == (2, 120, 64)
     assert np.allclose(np.linalg.norm(est.view_features_, axis=2), 1, atol=1e-4)
@@ -79,16 +78,52 @@ def test_augmented_views_are_described_once_beside_the_originals():
     assert np.mean(np.diag(sims)) > np.mean(sims) + 0.2
 
 
-@pytest.mark.parametrize("train", [scan.train_simclr, scan.train_rotnet])
-def test_a_cut_off_pretext_continues_after_its_last_finished_epoch(train, tmp_path):
-    """A Colab disconnect during the 200 pretext epochs: rerunning continues, it does not start over."""
-    x = data.load_dataset("digits", "train", max_images=128).x
-    kw = dict(batch_size=64, width=8, lr=1e-3, seed=0, checkpoint=tmp_path / "pretext-partial")
-    if train is scan.train_simclr:
-        kw.update(temperature=0.5, colour=False)
-    _, first = train(x, 1, **kw)  # "killed" after epoch 1 of 2
-    backbone, resumed = train(x, 2, **kw)
-    assert resumed["loss"][0] == first["loss"][0] and len(resumed["loss"]) == 2  # epoch 1 read back, epoch 2 run
-    assert (tmp_path / "pretext-partial.weights.h5").is_file()
-    _, done = train(x, 2, **kw)  # nothing left to run
-    assert done["loss"] == resumed["loss"]
+def test_self_labeling_starts_from_the_scan_network_itself(tmp_path):
+    """The network self-labeling fine-tunes (backbone -> L2 -> MLP -> kept head, on images) gives at first the
+    SCAN step's probabilities: it continues training the same network, as in the paper."""
+    ds = data.load_dataset("digits", "train", max_images=300)
+    est = scan.SCAN(10, pretext_epochs=1, scan_epochs=2, batch_size=64, width=8, n_heads=2)
+    feats = est.pretext(ds.x)
+    probs = est.cluster(ds.x, feats, scan.mine_neighbours(feats, 5))
+    network = est.selflabel_network(ds.x)
+    np.testing.assert_allclose(network.predict(ds.x.astype("float32"), verbose=0), probs, atol=2e-4)
+
+
+def test_the_cnn_student_distils_scan_hog_into_a_classifier_of_pixels():
+    ds = data.load_dataset("digits", "train", max_images=600)
+    est = ScanHog(10, scan_epochs=40, batch_size=64, threshold=0.9, selflabel_rounds=1, selflabel_min_steps=120,
+                  student="cnn", student_width=8, student_epochs=6, student_rounds=1)
+    est.fit(ds.x)
+    steps = est.predict_steps(ds.x)
+    assert "student" in steps and est.student_ is not None
+    assert est.student_.input_shape[1:] == ds.x.shape[1:]  # the student reads pixels, not HOG
+    np.testing.assert_array_equal(est.predict(ds.x), steps["student"])
+    assert metrics.hungarian_accuracy(ds.y, steps["student"]) > 0.5  # chance 0.1
+
+
+def test_notebook_06_writes_out_the_librarys_scan_model():
+    """Notebook 06 defines SCANModel in a cell a student can change; it must be the library's, line for line."""
+    import inspect
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "06_scan.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    written = [c for c in cells if c.startswith("class SCANModel(")]
+    library = "".join(line for line in inspect.getsource(scan.SCANModel).splitlines(True) if not line.startswith("@"))
+    assert len(written) == 1 and written[0].strip() == library.strip()
+
+
+def test_self_labeling_fine_tunes_the_cnn_on_images():
+    """`scan` on a CPU: the SCAN step on the frozen SimCLR embedding, then self-labeling trains the whole network
+    on strongly augmented images; predictions then come from that network."""
+    ds = data.load_dataset("digits", "train", max_images=400)
+    est = scan.SCAN(10, pretext_epochs=2, width=8, batch_size=64, scan_epochs=40, threshold=0.5,
+                    selflabel_rounds=2, selflabel_epochs=1, selflabel_min_steps=10)
+    est.fit(ds.x)
+    assert len(est.log_["selflabel_confident"]) >= 2  # at least one round trained (kept or undone)
+    if est.classifier_ is not None:
+        assert est.classifier_.input_shape[1:] == ds.x.shape[1:]  # a network of pixels, not of features
+        np.testing.assert_array_equal(est.predict(ds.x), est.predict_steps(ds.x)["selflabel"])
+    else:
+        assert "selflabel_stop" in est.log_

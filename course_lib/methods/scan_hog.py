@@ -1,24 +1,63 @@
 """`scan-hog`: SCAN's mining, SCAN loss and self-labeling on HOG descriptors, a CPU stand-in, not the paper.
 
-No pretext network is learned: the neighbours are mined in HOG (PCA-whitened, L2) space and the clustering
-network is an MLP on those frozen descriptors (and on those of 4 augmented copies of each image). Its numbers
+No pretext network is learned: the neighbours are mined in HOG space (PCA-64 whitened, L2) and the clustering
+network is an MLP on those frozen descriptors, and on those of `views` strongly augmented copies of each image
+(described once; the SCAN step pairs random views). Self-labeling (`selflabel.self_label`) fine-tunes that MLP
+on the frozen descriptors of the images, the encoder's feature noise and dropout as augmentation. With
+`student="cnn"` the final clustering is then distilled into a fresh CNN on the pixels (issue 20). Its numbers
 are `scan-hog`'s, never `scan`'s.
 """
 from __future__ import annotations
 
+import time
+
+import keras
+import numpy as np
+
 from . import register
-from .scan import SCAN
+from .features import hog_features
+from .scan import SCAN, copy_model
 
 
 @register
 class ScanHog(SCAN):
-    """SCAN on frozen HOG descriptors (`pretext="hog"`)."""
+    """HOG (+ augmented views) -> mine K neighbours -> SCAN loss on an MLP -> self-labeling [-> CNN student]."""
 
     name = "scan-hog"
+    defaults = {k: v for k, v in SCAN.defaults.items()
+                if k not in ("pretext", "pretext_epochs", "width", "temperature", "end_to_end")}
     presets = {
-        "quick": dict(pretext="hog", scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
+        "quick": dict(scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
         # self-labeling loops while the confident set grows (Algorithm 1); 40 rounds is only a cap
-        "standard": dict(pretext="hog", views=4, scan_epochs=40, selflabel_rounds=40, selflabel_epochs=5),
-        "full": dict(pretext="hog", views=4, scan_epochs=100, selflabel_rounds=40, selflabel_epochs=5),
+        "standard": dict(views=4, scan_epochs=40, selflabel_rounds=40, selflabel_epochs=5),
+        "full": dict(views=4, scan_epochs=100, selflabel_rounds=40, selflabel_epochs=5),
     }
-    smoke = dict(SCAN.smoke)
+    smoke = {k: v for k, v in SCAN.smoke.items() if k != "pretext_epochs"}
+    pretexts = ("hog",)
+    selflabel_on_images = False  # the MLP reads frozen descriptors
+
+    def pretext(self, x):
+        """Step 1, without learning: HOG descriptors of x and of `views` augmented copies, whitened, L2."""
+        t0 = time.perf_counter()
+        self.backbone_ = None
+        self._describe_all(x, pca_dim=64, whiten=True)
+        self.log_["pretext_seconds"] = time.perf_counter() - t0
+        return self.pretext_features_
+
+    def _describe(self, x):
+        return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0)
+
+    def _end_to_end(self) -> bool:
+        return False
+
+    def _selflabel_inputs(self, x):
+        return self.features(x)
+
+    def selflabel_network(self, x):
+        """A copy of the SCAN step's MLP and kept head, on the frozen descriptors."""
+        head = keras.layers.Dense(self.n_clusters, activation="softmax", dtype="float32", name="selflabel_head")
+        encoder = copy_model(self.scan_model_.encoder)
+        model = keras.Sequential([keras.Input(encoder.input_shape[1:]), encoder, head], name="selflabel")
+        head.set_weights(self.scan_model_.heads[self.best_head_].get_weights())
+        model.compile(keras.optimizers.Adam(self.params["learning_rate"]), "sparse_categorical_crossentropy")
+        return model

@@ -1,0 +1,74 @@
+import keras
+import numpy as np
+import pytest
+
+from course_lib import augment, data, metrics, selflabel
+
+
+def _mlp(dim, k, learning_rate=1e-2):
+    model = keras.Sequential([keras.Input((dim,)), keras.layers.Dense(k, activation="softmax")])
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
+    return model
+
+
+def _blobs(n=300, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    return (np.eye(k)[y] * 3 + rng.normal(size=(n, k))).astype("float32"), y
+
+
+def test_class_weights_give_every_pseudo_class_the_same_total():
+    labels = np.array([0] * 6 + [1] * 2 + [2] * 1)
+    w = selflabel.class_weights(labels, 4)
+    totals = [w[c] * np.sum(labels == c) for c in range(3)]
+    assert np.allclose(totals, totals[0]) and w[3] == 0.0
+    w3 = selflabel.class_weights(labels, 3)
+    assert np.isclose(sum(w3[c] * np.sum(labels == c) for c in range(3)), len(labels))  # mean weight 1
+
+
+def test_the_cluster_floor_keeps_a_cluster_without_confident_members():
+    probs = np.array([[0.99, 0.01]] * 8 + [[0.4, 0.6]] * 4, np.float32)
+    conf = probs.max(1) >= 0.99
+    extra = selflabel.cluster_floor(probs, probs.argmax(1), conf)
+    assert extra[8:].sum() == 1 and not extra[:8].any()  # a quarter of 8 / 2 clusters: 1 member of cluster 1
+
+
+def test_a_round_that_lowers_the_confident_count_is_undone():
+    x, y = _blobs()
+    model = _mlp(3, 3)
+    before = [w.copy() for w in model.get_weights()]
+    probs = np.eye(3, dtype="float32")[y]  # every sample confident: no round can grow the set
+    res = selflabel.self_label(model, x, probs, threshold=0.99, rounds=3, epochs=1, min_steps=0, batch_size=32)
+    assert res.rounds_kept == 0 and res.probs is None and res.stop.startswith("round 0")
+    assert res.confident[1] < res.confident[0] == 300
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)  # the round's training was undone
+
+
+def test_a_fresh_student_keeps_round_0_and_judges_growth_from_round_1():
+    x, y = _blobs()
+    probs = np.eye(3, dtype="float32")[y]
+    res = selflabel.self_label(_mlp(3, 3), x, probs, threshold=0.99, rounds=3, epochs=1, min_steps=0,
+                               batch_size=32, fresh=True)
+    assert res.rounds_kept >= 1 and res.probs is not None and res.probs.shape == (300, 3)
+    assert res.confident[1] < res.confident[0]  # the student's own count, kept although lower
+    assert len(res.confident) == 1 + res.rounds_kept + (res.stop is not None)
+
+
+def test_too_few_confident_samples_warn_and_train_nothing():
+    x, _ = _blobs(60)
+    with pytest.warns(UserWarning, match="lower `threshold`"):
+        res = selflabel.self_label(_mlp(3, 3), x, np.full((60, 3), 1 / 3, np.float32))
+    assert res.probs is None and res.rounds_kept == 0 and "skipped" in res.warning
+
+
+def test_the_cnn_student_learns_digits_from_noisy_pseudo_labels():
+    ds = data.load_dataset("digits", "train", max_images=800)
+    rng = np.random.default_rng(0)
+    noisy = np.where(rng.random(len(ds.y)) < 0.3, rng.integers(0, 10, len(ds.y)), ds.y)  # 30% of labels random
+    aug = augment.strong_augmenter(colour=False, seed=0)
+    student = selflabel.cnn_student(ds.x.shape[1:], 10, width=8, augmenter=aug, learning_rate=3e-3)
+    res = selflabel.self_label(student, ds.x, np.eye(10, dtype="float32")[noisy], threshold=0.99, rounds=1,
+                               epochs=8, min_steps=0, batch_size=64, augmenter=aug, fresh=True)
+    assert res.rounds_kept == 1 and student.output.dtype == "float32"
+    assert metrics.hungarian_accuracy(ds.y, res.probs.argmax(1)) > 0.5  # chance 0.1; the noise alone 0.73
