@@ -72,6 +72,9 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
         "cpu_seconds": round(cpu_seconds, 2),  # CPU time of all threads: wall time / cores on a busy machine
         **provenance(info, est), "profile_settings": info.profile.asdict(),
     }
+    if holdout and not cls.needs_labels:  # also the images it was fitted on: fitted-and-scored vs unseen signs
+        result["fitted"] = {k: v for k, v in metrics.evaluate(train.y, est.predict(train.x)).items()
+                            if k in ("acc", "nmi", "ari")}
     if hasattr(est, "predict_steps"):  # multi-step methods (SCAN): the score after each step
         result["steps"] = {step: {k: v for k, v in metrics.evaluate(ev.y, lab).items() if k in ("acc", "nmi", "ari")}
                            for step, lab in est.predict_steps(ev.x).items()}

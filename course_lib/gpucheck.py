@@ -68,9 +68,9 @@ def _images(name: str, p: dict, n: int, k: int) -> dict:
         return {"train": p["epochs"] * per_epoch, "forward": p["epochs"] * n + n,
                 "augmented": p["epochs"] * per_epoch if p["augment"] not in (None, "none") else 0}
     if name == "scan":
-        pretext = 2 * p["pretext_epochs"] * n if p["pretext"] != "hog" else 0
+        pretext = 2 * p["pretext_epochs"] * n
         cluster = 2 * p["scan_epochs"] * n if p["end_to_end"] else 0
-        selflabel = p["selflabel_rounds"] * p["selflabel_epochs"] * n if p["end_to_end"] else 0
+        selflabel = p["selflabel_rounds"] * p["selflabel_epochs"] * n  # the whole network, on augmented images
         return {"train": pretext + cluster + selflabel, "forward": (1 + p["selflabel_rounds"]) * n,
                 "augmented": pretext + cluster + selflabel}
     raise ValueError(f"no work model for {name!r}")

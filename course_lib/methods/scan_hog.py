@@ -61,3 +61,14 @@ class ScanHog(SCAN):
         head.set_weights(self.scan_model_.heads[self.best_head_].get_weights())
         model.compile(keras.optimizers.Adam(self.params["learning_rate"]), "sparse_categorical_crossentropy")
         return model
+
+
+@register
+class ScanHogCNN(ScanHog):
+    """`scan-hog`, then its final clustering distilled into a fresh CNN on the pixels (`student="cnn"`): the
+    CNN sees what HOG throws away (colour, the pictogram inside the rim) and predicts new images from pixels."""
+
+    name = "scan-hog+cnn"
+    presets = {name: dict(preset, student="cnn") for name, preset in ScanHog.presets.items()}
+    presets["quick"].update(student_epochs=5)  # quick: a few epochs on 3,000 images
+    smoke = dict(ScanHog.smoke, student_epochs=1, student_rounds=1)
