@@ -54,13 +54,15 @@ class SimCLR(keras.Model):
     pipeline augments). Saved and loaded whole with `model.save` / `keras.models.load_model`.
     """
 
-    def __init__(self, backbone, proj_dim: int = 128, hidden: int = 256, temperature: float = 0.1,
+    def __init__(self, backbone, proj_dim: int | None = 128, hidden: int = 256, temperature: float = 0.1,
                  augmenter=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone, self.augmenter, self.temperature = backbone, augmenter, temperature
         self.proj_dim, self.hidden = proj_dim, hidden
+        # proj_dim None: no projection head, the loss reads the backbone's output itself
         self.projector = keras.Sequential([keras.layers.Dense(hidden, activation="relu"),
-                                           keras.layers.Dense(proj_dim, dtype="float32")], name="projector")
+                                           keras.layers.Dense(proj_dim, dtype="float32")], name="projector") \
+            if proj_dim else keras.layers.Activation("linear", dtype="float32", name="no_projector")
 
     def call(self, inputs, training=False):
         v1, v2 = inputs

@@ -25,6 +25,7 @@ from .. import augment, losses, models, training
 from ..augment import F32
 from ..distribute import per_replica
 from . import register
+from ..pretext import SimCLR
 from .pixels import FeatureKMeans
 
 # the clustering half of every method here: the same options and defaults as pixels-kmeans
@@ -190,7 +191,7 @@ class PairModel(TwoViewModel):
         return per_replica(losses.global_mean(ops.binary_crossentropy(labels, logits, from_logits=True)))
 
 
-class SimilarityModel(TwoViewModel):
+class SimilarityModel(SimCLR):
     """Seed 001's dot-product embedding, with a loss that cannot collapse.
 
     Seed 001 pushed dot products of two views up (and of random pairs down) with a norm regulariser: the
@@ -199,22 +200,16 @@ class SimilarityModel(TwoViewModel):
     InfoNCE (here SimCLR's NT-Xent, `losses.nt_xent_loss`) asks each view to find its partner among all the
     batch's views by a softmax over dot products of L2-normalised vectors / temperature: the length is fixed
     (nothing to shrink) and a collapsed embedding scores the worst possible loss, log(2N - 1). The
-    temperature sets how sharply near neighbours are told apart.
+    temperature sets how sharply near neighbours are told apart. It is `pretext.SimCLR` (the same model SCAN's
+    pretext trains), fed the two views stacked on the channel axis as the other models here are.
     """
 
-    def __init__(self, encoder, temperature: float = 0.1, projector=None, **kwargs):
-        super().__init__(**kwargs)
-        self.encoder, self.temperature, self.projector = encoder, temperature, projector
+    views = None  # a StackViews layer when the training step makes the views
 
     def call(self, x, training=False):
-        v1, v2 = self.two_views(x, training)
-        e1, e2 = self.encoder(v1, training=training), self.encoder(v2, training=training)
-        if self.projector is not None:
-            e1, e2 = self.projector(e1, training=training), self.projector(e2, training=training)
-        return ops.stack([e1, e2])
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return per_replica(losses.nt_xent_loss(y_pred[0], y_pred[1], self.temperature))
+        if self.views is not None:
+            x = self.views(x, training=training)
+        return super().call(split_views(x), training=training)
 
 
 # ---------------------------------------------------------------- methods
@@ -377,11 +372,9 @@ class SimilarityKMeans(EmbeddingKMeans):
     def build(self, input_shape):
         p = self.params
         encoder = cnn_encoder(input_shape, p["embedding_dim"], p["width"])
-        projector = None
-        if p["projection_dim"]:  # SimCLR's projection head: the loss reads it, KMeans reads the embedding
-            projector = keras.Sequential([keras.Input((p["embedding_dim"],)), layers.ReLU(),
-                                          layers.Dense(p["projection_dim"], dtype="float32")], name="projector")
-        return SimilarityModel(encoder, p["temperature"], projector, name="similarity"), encoder
+        # projection_dim: SimCLR's projection head (the loss reads it, KMeans reads the embedding); 0: none
+        return SimilarityModel(encoder, p["projection_dim"] or None, temperature=p["temperature"],
+                               name="similarity"), encoder
 
     def views(self, input_shape):
         colour = input_shape[-1] == 3
