@@ -1,4 +1,4 @@
-"""Command line: `python -m course_lib benchmark ...`, `report`, `throughput`, `gpucheck`, `badges` and `info`."""
+"""Command line: `python -m course_lib benchmark ...`, `report`, `select`, `throughput`, `gpucheck`, `badges` and `info`."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,17 @@ def main(argv=None) -> int:
     g.add_argument("--images", type=int, default=384, help="synthetic signs to train on (default 384)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", help="write the JSON here (e.g. results/gpu/check.json)")
+    sel = sub.add_parser("select", help="fit a grid of settings x seeds and pick one without labels (stability)")
+    sel.add_argument("--method", required=True)
+    sel.add_argument("--dataset", default="digits")
+    sel.add_argument("--test", help="fit on --dataset, cluster this one's test split")
+    sel.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                     help="a setting and the values to try, e.g. --grid entropy_weight=1,2,5 (repeatable)")
+    sel.add_argument("--seeds", type=int, default=3)
+    sel.add_argument("--profile", help="quick | standard | full (default: $COURSE_PROFILE, else by device)")
+    sel.add_argument("--option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE")
+    sel.add_argument("--out-dir", default="results")
+    sel.add_argument("--name", help="default: <dataset>-selection-<method>-<profile>")
     sub.add_parser("info", help="versions, devices, profile and the datasets found")
     rep = sub.add_parser("report", help="summarise the run JSONs in results/NAME/ into results/NAME.json, "
                                         ".md and figures")
@@ -100,6 +111,22 @@ def main(argv=None) -> int:
 
         throughput(args.method, args.dataset, profile=args.profile, seed=args.seed, options=dict(args.option),
                    images=args.images, steps=args.steps, repeats=args.repeats, out=args.out)
+        return 0
+    if args.command == "select":
+        from pathlib import Path
+
+        from .selection import study
+
+        grid = {}
+        for text in args.grid:
+            key, _, values = text.partition("=")
+            grid[key] = [_parse_option(f"{key}={v}")[1] for v in values.split(",") if v]
+        if not grid or not all(grid.values()):
+            parser.error("select needs at least one --grid KEY=V1,V2")
+        summary = study(args.method, args.dataset, grid, seeds=args.seeds, test=args.test,
+                        profile=args.profile or os.environ.get("COURSE_PROFILE", "quick"),
+                        options=dict(args.option) or None, out_dir=args.out_dir, name=args.name)
+        print(Path(args.out_dir, summary["name"] + ".md").read_text())
         return 0
     if args.command == "gpucheck":
         from .gpucheck import run as gpucheck
