@@ -73,7 +73,8 @@ def self_label(model, inputs, probs, *, threshold: float = 0.99, rounds: int = 5
     """Train `model` (compiled, inputs -> K softmax probabilities) on its confident pseudo-labels while the
     confident set grows. `probs`: the clustering to start from (N x K). A round after which no more samples
     are confident than before is undone and ends the loop. `fresh=True`: the model starts untrained (a
-    student), so round 0 is always kept and growth is judged from round 1 on."""
+    student), so round 0 is always kept; it ends the loop when the student is then confident on fewer samples
+    than its teacher was."""
     t0 = time.perf_counter()
     k = probs.shape[1]
     res = SelfLabelResult(None, [int((probs.max(1) >= threshold).sum())])
@@ -100,6 +101,12 @@ def self_label(model, inputs, probs, *, threshold: float = 0.99, rounds: int = 5
             res.stop = f"round {rnd}: the confident set did not grow ({res.confident[-2]} -> {res.confident[-1]})"
             break
         probs, res.probs, res.rounds_kept = new, new, rnd + 1
+        if fresh and rnd == 0 and res.confident[-1] <= res.confident[-2]:
+            # a fresh student is kept after its first round (it learned the teacher's labels), but training it
+            # on its own smaller confident set would shrink what it learns from: Len(Y) did not increase
+            res.stop = (f"round 0: the student is confident on fewer samples than its teacher "
+                        f"({res.confident[-2]} -> {res.confident[-1]}): it keeps the teacher's round")
+            break
     res.seconds = time.perf_counter() - t0
     return res
 

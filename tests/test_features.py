@@ -61,3 +61,24 @@ def test_prepare_images_crops_the_centre_and_stretches_dark_images():
     np.testing.assert_array_equal(features.prepare_images(dark), dark)  # defaults: untouched
     with pytest.raises(ValueError, match="centre_crop"):
         features.prepare_images(dark, centre_crop=0)
+
+
+def test_hue_histograms_see_the_colour_not_the_lighting():
+    red = np.zeros((1, 8, 8, 3), np.uint8)
+    red[..., 0] = 200
+    blue = np.roll(red, 2, axis=-1)  # (0, 0, 200)
+    grey = np.full_like(red, 128)
+    h = features.hue_histograms(np.concatenate([red, blue, grey, red // 2]), bins=6)
+    assert h[0].argmax() == 0 and h[1].argmax() == 4  # hue 0 and 240 degrees of 360, 6 bins
+    assert h[2].sum() == 0  # grey has no saturation: no colour
+    assert h[3].argmax() == 0 and 0 < h[3].sum() < h[0].sum()  # darker red: the same hue, less weight
+
+
+def test_hog_with_hue_bins_appends_them_scaled_to_the_hog():
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    plain = features.hog_features(x)
+    both = features.hog_features(x, hue_bins=8, colour_weight=0.5)
+    assert both.shape[1] == plain.shape[1] + 8
+    np.testing.assert_allclose(both[:, :plain.shape[1]], plain)
+    np.testing.assert_allclose(np.linalg.norm(both[:, plain.shape[1]:], axis=1),
+                               0.5 * np.linalg.norm(plain, axis=1), rtol=1e-5)

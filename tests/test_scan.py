@@ -127,3 +127,11 @@ def test_self_labeling_fine_tunes_the_cnn_on_images():
         np.testing.assert_array_equal(est.predict(ds.x), est.predict_steps(ds.x)["selflabel"])
     else:
         assert "selflabel_stop" in est.log_
+
+
+def test_scan_hog_with_hue_bins_describes_colour_and_keeps_hue_in_the_views():
+    x = data.load_dataset("synthetic-signs", "train", max_images=16, n_images=16).x
+    est, plain = ScanHog(5, hue_bins=8), ScanHog(5)
+    assert est._describe(x).shape[1] == plain._describe(x).shape[1] + 8
+    assert not any("color_jitter" in layer.name for layer in est._augmenter(x).layers)
+    assert any("color_jitter" in layer.name for layer in plain._augmenter(x).layers)

@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 
+from .. import augment
 from . import register
 from .features import hog_features
 from .scan import SCAN, copy_model
@@ -24,8 +25,11 @@ class ScanHog(SCAN):
     """HOG (+ augmented views) -> mine K neighbours -> SCAN loss on an MLP -> self-labeling [-> CNN student]."""
 
     name = "scan-hog"
-    defaults = {k: v for k, v in SCAN.defaults.items()
-                if k not in ("pretext", "pretext_epochs", "width", "temperature", "end_to_end")}
+    # hue_bins: saturation-weighted hue histograms appended to the HOG (colour images), scaled to colour_weight
+    # times the HOG's length; the augmented views then change brightness and contrast, not hue
+    defaults = {**{k: v for k, v in SCAN.defaults.items()
+                   if k not in ("pretext", "pretext_epochs", "width", "temperature", "end_to_end")},
+                "hue_bins": 0, "colour_weight": 0.5}
     presets = {
         "quick": dict(scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
         # self-labeling loops while the confident set grows (Algorithm 1); 40 rounds is only a cap
@@ -45,7 +49,14 @@ class ScanHog(SCAN):
         return self.pretext_features_
 
     def _describe(self, x):
-        return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0)
+        hue = self.params["hue_bins"] if x.shape[-1] == 3 else 0
+        return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0, hue_bins=hue,
+                            colour_weight=self.params["colour_weight"] if hue else None)
+
+    def _augmenter(self, x, seed=0):
+        """SCAN's strong views; with hue histograms in the descriptor, no colour jitter (it would move the hue)."""
+        colour = x.shape[-1] == 3 and not self.params["hue_bins"]
+        return augment.strong_augmenter(colour=colour, seed=self.seed + seed)
 
     def _end_to_end(self) -> bool:
         return False
