@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     sel.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                      help="a setting and the values to try, e.g. --grid entropy_weight=1,2,5 (repeatable)")
     sel.add_argument("--seeds", type=int, default=3)
+    sel.add_argument("--holdout", type=float, help="choose on the track-wise rest only (what benchmark --holdout fits)")
     sel.add_argument("--profile", help="quick | standard | full (default: $COURSE_PROFILE, else by device)")
     sel.add_argument("--option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE")
     sel.add_argument("--out-dir", default="results")
@@ -125,7 +126,8 @@ def main(argv=None) -> int:
             parser.error("select needs at least one --grid KEY=V1,V2")
         summary = study(args.method, args.dataset, grid, seeds=args.seeds, test=args.test,
                         profile=args.profile or os.environ.get("COURSE_PROFILE", "quick"),
-                        options=dict(args.option) or None, out_dir=args.out_dir, name=args.name)
+                        options=dict(args.option) or None, out_dir=args.out_dir, name=args.name,
+                        holdout=args.holdout)
         print(Path(args.out_dir, summary["name"] + ".md").read_text())
         return 0
     if args.command == "gpucheck":

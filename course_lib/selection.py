@@ -63,13 +63,17 @@ def summarise_setting(runs: list[dict], y) -> dict:
 
 
 def study(method: str, dataset: str, grid: dict, seeds: int = 3, test: str | None = None, profile=None,
-          options: dict | None = None, out_dir="results", name: str | None = None) -> dict:
-    """Fit `method` with every setting of `grid` x `seeds` seeds; pick by stability; write the table."""
+          options: dict | None = None, out_dir="results", name: str | None = None,
+          holdout: float | None = None) -> dict:
+    """Fit `method` with every setting of `grid` x `seeds` seeds; pick by stability; write the table.
+    holdout: choose on the track-wise (1 - holdout) part only, the images a later `benchmark --holdout` run
+    fits on; the held-out part is never seen, not even without its labels."""
     if seeds < 2:
         raise ValueError("stability compares clusterings across seeds: use --seeds 2 or more")
     info = runtime.setup(0, profile, verbose=True)
-    cls = get_method(method)
-    train, ev, protocol = prepare_data(dataset, test, info.profile, 0, None, False)
+    train, ev, protocol = prepare_data(dataset, test, info.profile, 0, holdout, False)
+    if holdout:
+        ev, protocol = train, f"fit and scored on the track-wise {1 - holdout:.0%} a hold-out run fits on"
     name = name or f"{Path(dataset.partition(':')[2] or dataset).stem}-selection-{method}-{info.profile.name}"
     folder = Path(out_dir) / name
     rows = []

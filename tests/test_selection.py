@@ -38,3 +38,9 @@ def test_stability_needs_two_seeds():
 def test_identical_clusterings_are_perfectly_stable():
     y = np.arange(30) % 3
     assert metrics.stability([y, (y + 1) % 3]) == pytest.approx(1.0)
+
+
+def test_a_study_with_holdout_chooses_on_the_part_a_holdout_run_fits_on(tmp_path):
+    s = selection.study("hog-kmeans", "digits", {"pca_dim": [16]}, seeds=2, profile="quick", out_dir=tmp_path,
+                        holdout=0.25)
+    assert s["n_eval"] == s["n_train"] < 1437 and "hold-out run fits on" in s["protocol"]
