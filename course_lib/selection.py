@@ -17,10 +17,11 @@ import json
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from . import metrics, runtime
-from .benchmark import prepare_data, provenance, write_json
+from .benchmark import prepare_data, provenance, write_index, write_json
 from .methods import get_method
 
 
@@ -36,7 +37,7 @@ def setting_name(setting: dict) -> str:
 
 def fit_one(method: str, train, ev, k: int, profile, seed: int, options: dict) -> dict:
     """Fit one setting with one seed; its cluster labels of the evaluation images and what it cost."""
-    runtime.setup(seed, profile, verbose=False)
+    keras.utils.set_random_seed(seed)
     est = get_method(method).for_profile(k, profile, seed, **options)
     t0, c0 = time.perf_counter(), time.process_time()
     est.fit(train.x)
@@ -64,13 +65,13 @@ def summarise_setting(runs: list[dict], y) -> dict:
 
 def study(method: str, dataset: str, grid: dict, seeds: int = 3, test: str | None = None, profile=None,
           options: dict | None = None, out_dir="results", name: str | None = None,
-          holdout: float | None = None) -> dict:
+          holdout: float | None = None, verbose: bool = True) -> dict:
     """Fit `method` with every setting of `grid` x `seeds` seeds; pick by stability; write the table.
     holdout: choose on the track-wise (1 - holdout) part only, the images a later `benchmark --holdout` run
     fits on; the held-out part is never seen, not even without its labels."""
     if seeds < 2:
         raise ValueError("stability compares clusterings across seeds: use --seeds 2 or more")
-    info = runtime.setup(0, profile, verbose=True)
+    info = runtime.setup(0, profile, verbose=verbose)
     train, ev, protocol = prepare_data(dataset, test, info.profile, 0, holdout, False)
     if holdout:
         ev, protocol = train, f"fit and scored on the track-wise {1 - holdout:.0%} a hold-out run fits on"
@@ -88,7 +89,8 @@ def study(method: str, dataset: str, grid: dict, seeds: int = 3, test: str | Non
                           options={**(options or {}), **setting})
             write_json(path, run)
             runs.append(run)
-            print(f"{setting_name(setting)} seed {seed}: {run['cpu_seconds']:.0f} CPU s", flush=True)
+            if verbose:
+                print(f"{setting_name(setting)} seed {seed}: {run['cpu_seconds']:.0f} CPU s", flush=True)
         rows.append({"setting": setting, **summarise_setting(runs, ev.y)})
     by_stability = max(range(len(rows)), key=lambda i: rows[i]["stability"])
     by_acc = max(range(len(rows)), key=lambda i: rows[i]["acc"])
@@ -101,6 +103,7 @@ def study(method: str, dataset: str, grid: dict, seeds: int = 3, test: str | Non
     base = Path(out_dir) / name
     write_json(base.with_suffix(".json"), summary)
     base.with_suffix(".md").write_text(markdown(summary))
+    write_index(base.parent)
     return summary
 
 
