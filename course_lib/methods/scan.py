@@ -300,7 +300,8 @@ class SCAN(Method):
 
     def distil(self, x, probs):
         """issue 20's step: a fresh CNN on the pixels trained on the clustering's confident pseudo-labels (round 0),
-        then on its own while they grow, up to `student_rounds` rounds of at least `student_epochs` epochs."""
+        then on its own confident predictions while they outgrow the teacher's set, up to `student_rounds` rounds
+        of at least `student_epochs` epochs (`selflabel.self_label(fresh=True)`)."""
         p = self.params
         aug = self._augmenter(x, 2)
         student = selflabel.cnn_student(x.shape[1:], self.n_clusters, p["student_width"], aug, p["learning_rate"])
