@@ -270,6 +270,40 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+STEPS_INTRO = ("Step by step (mean ± std over seeds; the ACC after each step is on the scored images; wall seconds "
+               "per step):")
+
+
+def steps_table(runs: list[dict]) -> str:
+    """Markdown for multi-step methods (SCAN and its students): per method, mean ± std over seeds of the score on
+    the images fitted (`fitted`, hold-out runs only) and on the images scored, the ACC after each step, and the
+    wall seconds each step took (the run's `log`). Empty when no run records `steps`."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        if r.get("steps"):
+            groups.setdefault(r["method"], []).append(r)
+    if not groups:
+        return ""
+
+    def pm(vals):
+        vals = np.array([v for v in vals if v is not None], float)
+        return "-" if not len(vals) else f"{vals.mean():.3f}" + (f" ± {vals.std():.3f}" if len(vals) > 1 else "")
+
+    lines = []
+    for method, rs in groups.items():
+        steps = list(rs[0]["steps"])
+        secs = [k for k in rs[0].get("log", {}) if k.endswith("_seconds")]
+        cols = ["method", "seeds", "ACC / NMI fitted images", "ACC / NMI scored images"]
+        cols += [f"ACC after {s}" for s in steps] + [f"{k.removesuffix('_seconds')} s" for k in secs]
+        fitted = [pm(r.get("fitted", {}).get(m) for r in rs) for m in ("acc", "nmi")]
+        cells = [method, str(len(rs)), " / ".join(fitted) if fitted[0] != "-" else "-",
+                 f"{pm(r['acc'] for r in rs)} / {pm(r['nmi'] for r in rs)}"]
+        cells += [pm(r["steps"].get(s, {}).get("acc") for r in rs) for s in steps]
+        cells += [_secs(float(np.mean([r["log"].get(k, np.nan) for r in rs]))) for k in secs]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols), "| " + " | ".join(cells) + " |", ""]
+    return "\n".join(lines)
+
+
 def print_table(results: list[dict]) -> None:
     cols = ["method", "dataset", "profile", "n_train", "n_eval", "k", "acc", "nmi", "ari", "seconds"]
     rows = [[_fmt(r.get(c)) for c in cols] for r in results]
@@ -318,12 +352,13 @@ def report(folder, skipped=()) -> dict:
             f"{len(runs)} run JSONs in `{folder.name}/` (each written by `python -m course_lib benchmark`).\n"
             f"ACC is Hungarian-matched accuracy; supervised-cnn is the labelled upper reference.\n\n"
             + summary_table(rows)
+            + (f"\n{STEPS_INTRO}\n\n{steps}" if (steps := steps_table(runs)) else "")
             + "".join(f"\n- {r['method']}: {w}" for r in rows for w in r["warnings"])
             + "".join(f"\n- skipped {s['method']}: {s['error']}" for s in skipped)
             + "".join(f"\n\n![{Path(f).stem}]({Path(f).name})" for f in figures) + "\n")
     md = base.with_suffix(".md")
     md.write_text(text)
-    summary = {"name": folder.name, "summary": rows, "runs": runs, "skipped": list(skipped),
+    summary = {"name": folder.name, "summary": rows, "steps_table": steps, "runs": runs, "skipped": list(skipped),
                "markdown": str(md), "figures": [str(f) for f in figures]}
     write_json(base.with_suffix(".json"), summary)
     write_index(base.parent)
@@ -423,7 +458,8 @@ def update_readme(readme, summary: dict) -> Path:
         shown = folder.as_posix()
     block = (f"{start}\nWritten by `python -m course_lib report {shown} --readme {readme.name}` from the runs in "
              f"`{shown}/` (each from `python -m course_lib benchmark`):\n\n"
-             f"{summary_table(summary['summary'])}{end}")
+             f"{summary_table(summary['summary'])}"
+             + (f"\n{STEPS_INTRO}\n\n{summary['steps_table']}" if summary.get("steps_table") else "") + end)
     text = readme.read_text() if readme.is_file() else ""
     if start in text and end in text:
         text = text[:text.index(start)] + block + text[text.index(end) + len(end):]

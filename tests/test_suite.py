@@ -97,3 +97,23 @@ def test_a_killed_training_run_resumes_and_finishes_all_its_epochs(tmp_path):
     assert log["resumed_after_epoch"] is not None and ran[0] >= 1  # it did not start over
     assert ran == list(range(ran[0], 6))  # and it finished every remaining epoch, no more
     assert json.loads(out.read_text())["acc"] > 1 / 43
+
+
+def test_the_report_shows_each_step_and_the_fitted_images_of_multi_step_runs(tmp_path):
+    from course_lib.benchmark import report, steps_table
+
+    def run(seed, acc, fitted, steps):
+        return {"method": "scan-hog+cnn", "dataset": "d", "profile": "quick", "seed": seed, "acc": acc, "nmi": 0.5,
+                "ari": 0.4, "seconds": 10.0, "cpu_seconds": 12.0, "fitted": {"acc": fitted, "nmi": 0.6},
+                "steps": {"scan": {"acc": steps[0]}, "student": {"acc": steps[1]}},
+                "log": {"scan_seconds": 4.0, "student_seconds": 6.0 + seed}}
+
+    runs = [run(0, 0.6, 0.7, (0.5, 0.6)), run(1, 0.8, 0.9, (0.7, 0.8))]
+    table = steps_table(runs)
+    assert "| scan-hog+cnn | 2 | 0.800 ± 0.100 / 0.600 ± 0.000 | 0.700 ± 0.100 / 0.500 ± 0.000 | 0.600 ± 0.100 |" in table
+    assert "ACC after student" in table and table.rstrip().endswith("| 4.0 | 6.5 |")
+    assert steps_table([{k: v for k, v in r.items() if k != "steps"} for r in runs]) == ""
+    (tmp_path / "s").mkdir()
+    for r in runs:
+        (tmp_path / "s" / f"m-seed{r['seed']}.json").write_text(json.dumps(r))
+    assert "ACC after scan" in Path(report(tmp_path / "s")["markdown"]).read_text()
