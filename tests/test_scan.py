@@ -135,3 +135,9 @@ def test_scan_hog_with_hue_bins_describes_colour_and_keeps_hue_in_the_views():
     assert est._describe(x).shape[1] == plain._describe(x).shape[1] + 8
     assert not any("color_jitter" in layer.name for layer in est._augmenter(x).layers)
     assert any("color_jitter" in layer.name for layer in plain._augmenter(x).layers)
+
+
+def test_scan_hog_hog_cell_sets_the_grain_of_the_descriptor():
+    x = data.load_dataset("synthetic-signs", "train", max_images=4, n_images=4).x  # 32 px, 28 after the border
+    assert ScanHog(5)._describe(x).shape[1] == 6 * 6 * 2 * 2 * 9  # 7 x 7 cells of 4 px
+    assert ScanHog(5, hog_cell=7)._describe(x).shape[1] == 3 * 3 * 2 * 2 * 9  # 4 x 4 cells of 7 px

@@ -30,6 +30,7 @@ class ScanHog(SCAN):
     defaults = {**{k: v for k, v in SCAN.defaults.items()
                    if k not in ("pretext", "pretext_epochs", "width", "temperature", "end_to_end")},
                 "hue_bins": 0, "colour_weight": 0.5,
+                "hog_cell": 4,  # HOG cell size in pixels (4: 6 x 6 blocks of a 28-pixel crop; 8: coarser shapes)
                 # chosen without labels (stability across seeds, `select`): 2 on digits and on GTSRB's training
                 # part, against 5 (results/digits-selection-scan-hog.md, gtsrb-selection-scan-hog.md)
                 "entropy_weight": 2.0}
@@ -53,8 +54,8 @@ class ScanHog(SCAN):
 
     def _describe(self, x):
         hue = self.params["hue_bins"] if x.shape[-1] == 3 else 0
-        return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0, hue_bins=hue,
-                            colour_weight=self.params["colour_weight"] if hue else None)
+        return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0, cell=int(self.params["hog_cell"]),
+                            hue_bins=hue, colour_weight=self.params["colour_weight"] if hue else None)
 
     def _augmenter(self, x, seed=0):
         """SCAN's strong views; with hue histograms in the descriptor, no colour jitter (it would move the hue)."""
