@@ -346,13 +346,14 @@ def report(folder, skipped=()) -> dict:
         raise FileNotFoundError(f"no result JSON in {folder}: run `python -m course_lib benchmark --all ...` "
                                 "or `benchmark --method M --out {folder}/M-seed0.json` first")
     rows = summarise(runs)
+    steps = steps_table(runs)
     base = folder.parent / folder.name
     figures = _figures(rows, base)
     text = (f"# Results: {folder.name}\n\nWritten by `python -m course_lib report {folder.as_posix()}` from the "
             f"{len(runs)} run JSONs in `{folder.name}/` (each written by `python -m course_lib benchmark`).\n"
             f"ACC is Hungarian-matched accuracy; supervised-cnn is the labelled upper reference.\n\n"
             + summary_table(rows)
-            + (f"\n{STEPS_INTRO}\n\n{steps}" if (steps := steps_table(runs)) else "")
+            + (f"\n{STEPS_INTRO}\n\n{steps}" if steps else "")
             + "".join(f"\n- {r['method']}: {w}" for r in rows for w in r["warnings"])
             + "".join(f"\n- skipped {s['method']}: {s['error']}" for s in skipped)
             + "".join(f"\n\n![{Path(f).stem}]({Path(f).name})" for f in figures) + "\n")
