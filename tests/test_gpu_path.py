@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def emulated(tmp_path_factory):
     pytest.importorskip("tensorflow")
     out = tmp_path_factory.mktemp("gpu") / "check.json"
-    run = subprocess.run([sys.executable, "-m", "course_lib", "gpucheck", "--emulate", "--images", "256",
+    run = subprocess.run([sys.executable, "-m", "course_lib", "gpucheck", "--emulate", "--images", "128",
                           "--out", str(out)], capture_output=True, text=True, timeout=1500, cwd=ROOT,
                          env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert out.is_file(), run.stdout[-3000:] + run.stderr[-3000:]
