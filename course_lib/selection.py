@@ -3,7 +3,9 @@
 An unsupervised method has settings (SCAN's entropy weight, how many neighbours it mines) and no labels to pick
 them by. The rule here: fit every setting of a grid with several seeds and keep the setting whose clusterings
 come back the same whatever the seed (`metrics.stability`, the mean pairwise ARI between the seeds' clusterings
-of the same images). Labels are used only afterwards, to show in the table what accuracy would have picked:
+of the same images), among the settings that deliver the K clusters asked for in every seed: fewer, larger
+clusters agree across seeds more easily, so a setting that leaves clusters empty could win on stability alone.
+Labels are used only afterwards, to show in the table what accuracy would have picked:
 
     python -m course_lib select --method scan-hog --dataset digits --grid entropy_weight=1,2,5 \\
         --grid n_neighbours=5,20 --seeds 3
@@ -50,17 +52,25 @@ def fit_one(method: str, train, ev, k: int, profile, seed: int, options: dict) -
 
 
 def summarise_setting(runs: list[dict], y) -> dict:
-    """Label-free: stability across the seeds (and neighbour consistency); with labels, for display only:
-    mean ACC / NMI."""
+    """Label-free: stability across the seeds, the clusters used (fewest over the seeds) and neighbour
+    consistency; with labels, for display only: mean ACC / NMI."""
     preds = [np.asarray(r["predictions"]) for r in runs]
     scores = [metrics.evaluate(y, p) for p in preds]
     row = {"seeds": [r["seed"] for r in runs], "stability": metrics.stability(preds),
+           "clusters_used": min(len(np.unique(p)) for p in preds),
            "acc": float(np.mean([s["acc"] for s in scores])), "acc_std": float(np.std([s["acc"] for s in scores])),
            "nmi": float(np.mean([s["nmi"] for s in scores])),
            "cpu_seconds": float(np.mean([r["cpu_seconds"] for r in runs]))}
     if all("neighbour_consistency" in r for r in runs):
         row["neighbour_consistency"] = float(np.mean([r["neighbour_consistency"] for r in runs]))
     return row
+
+
+def choose(rows: list[dict], k: int) -> int:
+    """The rule, without labels: the most stable row among those that use all k clusters in every seed (all
+    rows when none does)."""
+    full = [i for i, r in enumerate(rows) if r.get("clusters_used", k) >= k] or list(range(len(rows)))
+    return max(full, key=lambda i: rows[i]["stability"])
 
 
 def study(method: str, dataset: str, grid: dict, seeds: int = 3, test: str | None = None, profile=None,
@@ -92,11 +102,13 @@ def study(method: str, dataset: str, grid: dict, seeds: int = 3, test: str | Non
             if verbose:
                 print(f"{setting_name(setting)} seed {seed}: {run['cpu_seconds']:.0f} CPU s", flush=True)
         rows.append({"setting": setting, **summarise_setting(runs, ev.y)})
-    by_stability = max(range(len(rows)), key=lambda i: rows[i]["stability"])
+    by_stability = choose(rows, train.n_classes)
     by_acc = max(range(len(rows)), key=lambda i: rows[i]["acc"])
     summary = {"name": name, "method": method, "dataset": dataset, "test_dataset": test, "protocol": protocol,
                "profile": info.profile.name, "n_train": len(train), "n_eval": len(ev), "grid": grid,
-               "rule": "highest stability (mean pairwise ARI between the seeds' clusterings; no labels)",
+               "k": train.n_classes,
+               "rule": ("highest stability (mean pairwise ARI between the seeds' clusterings) among the settings "
+                        "that use all K clusters in every seed; no labels"),
                "rows": rows, "chosen": rows[by_stability]["setting"], "best_by_acc": rows[by_acc]["setting"],
                "agrees": by_stability == by_acc,
                "acc_chosen": rows[by_stability]["acc"], "acc_best": rows[by_acc]["acc"], **provenance(info)}
@@ -111,14 +123,15 @@ def markdown(summary: dict) -> str:
     """The study as a Markdown table; the chosen row in bold."""
     keys = list(summary["grid"])
     has_nc = all("neighbour_consistency" in r for r in summary["rows"])
-    cols = keys + ["stability (no labels)"] + (["neighbour consistency"] if has_nc else []) + ["ACC", "NMI", "CPU s"]
+    cols = (keys + ["stability (no labels)", f"clusters used (of {summary.get('k', '?')})"]
+            + (["neighbour consistency"] if has_nc else []) + ["ACC", "NMI", "CPU s"])
     lines = [f"# Label-free selection: {summary['method']} on {summary['dataset']} ({summary['profile']})", "",
              f"Written by `python -m course_lib select` ({summary['date'][:10]}, {summary['device']}). "
              f"{len(summary['rows'][0]['seeds'])} seeds per setting; {summary['protocol']}, "
              f"{summary['n_eval']} images. Rule: {summary['rule']}. ACC (labels) is shown only to judge the rule.",
              "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in summary["rows"]:
-        cells = [str(r["setting"][k]) for k in keys] + [f"{r['stability']:.3f}"]
+        cells = [str(r["setting"][k]) for k in keys] + [f"{r['stability']:.3f}", str(r.get("clusters_used", "?"))]
         cells += [f"{r['neighbour_consistency']:.3f}"] if has_nc else []
         cells += [f"{r['acc']:.3f} ± {r['acc_std']:.3f}", f"{r['nmi']:.3f}", f"{r['cpu_seconds']:.0f}"]
         if r["setting"] == summary["chosen"]:

@@ -16,6 +16,7 @@ def test_a_study_picks_the_most_stable_setting_writes_the_table_and_resumes(tmp_
     rows = s["rows"]
     assert [r["setting"] for r in rows] == selection.settings(grid)
     assert s["chosen"] == max(rows, key=lambda r: r["stability"])["setting"]  # no labels in the choice
+    assert all(r["clusters_used"] == 10 for r in rows) and "clusters used (of 10)" in (tmp_path / "sel.md").read_text()
     assert s["best_by_acc"] == max(rows, key=lambda r: r["acc"])["setting"]
     run = json.loads((tmp_path / "sel" / "pca_dim=32-seed1.json").read_text())
     assert len(run["predictions"]) == s["n_eval"] and run["options"] == {"pca_dim": 32}
@@ -28,6 +29,20 @@ def test_a_study_picks_the_most_stable_setting_writes_the_table_and_resumes(tmp_
     monkeypatch.setattr(selection, "fit_one", refit)
     again = selection.study("hog-kmeans", "digits", grid, seeds=2, profile="quick", out_dir=tmp_path, name="sel")
     assert again["rows"] == rows
+
+
+def test_the_rule_passes_over_a_more_stable_setting_that_leaves_clusters_empty():
+    rows = [{"stability": 0.69, "clusters_used": 35}, {"stability": 0.68, "clusters_used": 43},
+            {"stability": 0.60, "clusters_used": 43}]
+    assert selection.choose(rows, 43) == 1
+    assert selection.choose([{"stability": 0.5, "clusters_used": 9}, {"stability": 0.7, "clusters_used": 8}], 10) == 1
+
+
+def test_a_setting_reports_the_fewest_clusters_any_seed_used():
+    y = np.arange(40) % 4
+    runs = [{"seed": 0, "predictions": y.tolist(), "cpu_seconds": 1.0},
+            {"seed": 1, "predictions": (y % 3).tolist(), "cpu_seconds": 1.0}]
+    assert selection.summarise_setting(runs, y)["clusters_used"] == 3
 
 
 def test_stability_needs_two_seeds():
