@@ -32,7 +32,8 @@ class ScanHog(SCAN):
                 "hue_bins": 0, "colour_weight": 0.5,
                 "hog_cell": 4,  # HOG cell size in pixels (4: 6 x 6 blocks of a 28-pixel crop; 8: coarser shapes)
                 # chosen without labels (stability across seeds, `select`): 2 on digits and on GTSRB's training
-                # part, against 5 (results/digits-selection-scan-hog.md, gtsrb-selection-scan-hog.md)
+                # part, against 5 (results/digits-selection-scan-hog.md, gtsrb-selection-scan-hog.md) and against 1
+                # (which leaves clusters empty: gtsrb-selection-scan-hog-weight.md)
                 "entropy_weight": 2.0}
     presets = {
         "quick": dict(scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
