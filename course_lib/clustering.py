@@ -230,6 +230,39 @@ def _drop_self(idx: np.ndarray, k: int) -> np.ndarray:
     return idx[~own].reshape(len(idx), k)
 
 
+# ---------------------------------------------------------------- over-clustering, then merging by neighbour links
+def merge_by_links(probs: np.ndarray, neighbours: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Merge K' clusters into `n_clusters` without labels: while there are too many, join the two clusters whose
+    members are most often each other's mined neighbours, links(a, b) / sqrt(size(a) size(b)).
+
+    links(a, b) = sum over samples i in a and their neighbours j of p_ia p_jb (soft: `probs` N x K', so a cluster
+    no sample chose still has a place to go); size(a) = sum_i p_ia. A class split in two (by lighting, by
+    viewpoint) leaves its halves full of each other's neighbours; two classes never mined as neighbours stay
+    apart. Returns the K' x n_clusters 0/1 matrix M: the merged probabilities are probs @ M."""
+    probs = np.asarray(probs, np.float64)
+    k = probs.shape[1]
+    if n_clusters > k:
+        raise ValueError(f"cannot merge {k} clusters into {n_clusters}: over-cluster with at least {n_clusters}")
+    links = probs.T @ probs[np.asarray(neighbours)].sum(1)  # K' x K': links[a, b], from a's samples to b
+    links = links + links.T
+    size = probs.sum(0)
+    group = np.arange(k)  # the cluster each original cluster has been merged into
+    active = np.ones(k, bool)
+    for _ in range(k - n_clusters):
+        strength = links / np.sqrt(np.outer(size, size) + 1e-12)
+        strength[~active] = strength[:, ~active] = -np.inf
+        np.fill_diagonal(strength, -np.inf)
+        a, b = np.unravel_index(np.argmax(strength), strength.shape)  # b joins a
+        links[a] += links[b]
+        links[:, a] += links[:, b]
+        links[b], links[:, b] = 0, 0
+        size[a], size[b], active[b] = size[a] + size[b], 0, False
+        group[group == b] = a
+    merged = np.zeros((k, n_clusters), np.float32)
+    merged[np.arange(k), np.searchsorted(np.flatnonzero(active), group)] = 1
+    return merged
+
+
 # ---------------------------------------------------------------- seed 004: K-means as a one-layer network
 class KMeansNetwork:
     """K-means as a one-layer network trained by winner-take-all (competitive learning), as in seed 004.

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
 
 from course_lib import clustering, metrics
 
@@ -68,3 +69,25 @@ def test_feature_clusterer_agglomerative_above_the_cap_labels_and_predicts_every
     assert metrics.hungarian_accuracy(y, fc.labels_) >= 0.99
     x_new, y_new = _blobs(300, seed=1)
     assert metrics.hungarian_accuracy(y_new, fc.predict(x_new)) >= 0.99
+
+
+def test_merge_by_links_joins_the_halves_of_a_split_class():
+    x, y = make_blobs(300, centers=3, cluster_std=0.5, random_state=0)
+    neighbours = clustering.nearest_neighbours(x, 10, metric="euclidean")
+    halves = np.where((y == 0) & (x[:, 0] > np.median(x[y == 0, 0])), 3, y)  # class 0 split into clusters 0 and 3
+    probs = np.eye(4)[halves] * 0.96 + 0.01
+    merge = clustering.merge_by_links(probs, neighbours, 3)
+    assert merge.shape == (4, 3) and (merge.sum(1) == 1).all() and (merge.sum(0) >= 1).all()
+    assert adjusted_rand_score(y, (probs @ merge).argmax(1)) == 1.0
+    np.testing.assert_allclose((probs @ merge).sum(1), 1, atol=1e-6)  # still probabilities
+
+
+def test_merge_by_links_places_a_cluster_no_sample_chose_and_refuses_to_split():
+    x, y = make_blobs(200, centers=2, cluster_std=0.5, random_state=1)
+    neighbours = clustering.nearest_neighbours(x, 5, metric="euclidean")
+    probs = np.full((200, 3), 1e-4)
+    probs[np.arange(200), y] = 1 - 2e-4  # cluster 2: nobody's choice
+    merge = clustering.merge_by_links(probs, neighbours, 2)
+    assert (merge.sum(1) == 1).all() and adjusted_rand_score(y, (probs @ merge).argmax(1)) == 1.0
+    with pytest.raises(ValueError, match="over-cluster"):
+        clustering.merge_by_links(probs, neighbours, 4)

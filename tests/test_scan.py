@@ -89,6 +89,23 @@ def test_self_labeling_starts_from_the_scan_network_itself(tmp_path):
     np.testing.assert_allclose(network.predict(ds.x.astype("float32"), verbose=0), probs, atol=2e-4)
 
 
+def test_over_clustering_merges_back_to_k_and_self_labeling_starts_from_the_merged_clusters():
+    """overcluster=2: the SCAN heads have 2K clusters, merged into K by neighbour links; the self-labeling
+    network (kept head + a frozen merge layer) gives at first the merged probabilities."""
+    ds = data.load_dataset("digits", "train", max_images=600)
+    est = ScanHog(10, overcluster=2, scan_epochs=30, batch_size=64, n_heads=2)
+    feats = est.pretext(ds.x)
+    probs = est.cluster(ds.x, feats, scan.mine_neighbours(feats, 10))
+    assert est.scan_model_.heads[0].units == 20 and probs.shape == (600, 10)
+    groups = est.log_["merged_groups"]
+    assert len(groups) == 10 and sorted(sum(groups, [])) == list(range(20))  # a partition of the 20 clusters
+    network = est.selflabel_network(ds.x)
+    np.testing.assert_allclose(network.predict(est._selflabel_inputs(ds.x), verbose=0), probs, atol=2e-4)
+    assert metrics.hungarian_accuracy(ds.y, probs.argmax(1)) > 0.6  # chance 0.1
+    with pytest.raises(ValueError, match="overcluster"):
+        ScanHog(10, overcluster=0)
+
+
 def test_the_cnn_student_distils_scan_hog_into_a_classifier_of_pixels():
     ds = data.load_dataset("digits", "train", max_images=600)
     est = ScanHog(10, scan_epochs=40, batch_size=64, threshold=0.9, selflabel_rounds=1, selflabel_min_steps=120,

@@ -4,6 +4,8 @@
 2. Mining: the K nearest neighbours of every image in those features (`mine_neighbours`).
 3. SCAN step (`SCANModel`, `train_scan`): a clustering network trained with  -log<p(x), p(n)> - w H(mean p)
    on (image, neighbour) pairs, several heads, the head with the lowest loss kept (no labels involved).
+   With `overcluster` > 1 the heads have overcluster x K clusters, merged back into K by how often their
+   members are each other's neighbours (`clustering.merge_by_links`): a class split in two comes back whole.
 4. Self-labeling (`course_lib.selflabel.self_label`): the network fine-tuned on its confident predictions,
    strongly augmented images, while the confident set grows.
 
@@ -25,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from .. import augment, losses, models, pretext, selflabel, training
-from ..clustering import FeatureClusterer, FeaturePipeline, nearest_neighbours
+from ..clustering import FeatureClusterer, FeaturePipeline, merge_by_links, nearest_neighbours
 from ..distribute import per_replica
 from ..pretext import view_batches  # the two-view pipeline: (anchor, neighbour) pairs here
 from . import Method, register
@@ -141,7 +143,7 @@ class SCAN(Method):
 
     name = "scan"
     defaults = dict(pretext="simclr", pretext_epochs=20, width=32, batch_size=256, learning_rate=1e-3,
-                    temperature=0.1, n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30,
+                    temperature=0.1, n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30, overcluster=1,
                     end_to_end=False, views=0, threshold=0.99, selflabel_rounds=5, selflabel_epochs=2,
                     selflabel_min_steps=200, student=None, student_epochs=15, student_width=32, student_rounds=2,
                     cache_dir=None, verbose=0)
@@ -167,7 +169,9 @@ class SCAN(Method):
             raise ValueError(f"pretext must be one of {self.pretexts}, got {self.params['pretext']!r}")
         if self.params["student"] not in (None, "cnn"):
             raise ValueError(f"student must be None or 'cnn', got {self.params['student']!r}")
-        self.log_, self.classifier_, self.student_ = {}, None, None
+        if int(self.params["overcluster"]) < 1:
+            raise ValueError(f"overcluster must be an integer >= 1 (1: no over-clustering), got {self.params['overcluster']}")
+        self.log_, self.classifier_, self.student_, self.merge_ = {}, None, None, None
 
     def _say(self, msg):
         if self.params["verbose"]:
@@ -233,14 +237,15 @@ class SCAN(Method):
 
     # ---- step 3
     def cluster(self, x, feats, neighbours):
-        """Step 3: train the clustering heads with the SCAN loss; keep the head of lowest loss."""
+        """Step 3: train the clustering heads with the SCAN loss; keep the head of lowest loss; with
+        `overcluster` > 1, merge its clusters into K by neighbour links. Returns N x K probabilities."""
         p = self.params
         t0 = time.perf_counter()
         end_to_end = self._end_to_end()
         encoder = self.backbone_ if end_to_end else feature_encoder(feats.shape[1])
         aug = self._augmenter(x) if end_to_end else None
-        self.scan_model_ = SCANModel(encoder, self.n_clusters, p["n_heads"], p["entropy_weight"],
-                                     training.on_device(aug))
+        self.scan_model_ = SCANModel(encoder, self.n_clusters * int(p["overcluster"]), p["n_heads"],
+                                     p["entropy_weight"], training.on_device(aug))
         self.scan_model_.compile(keras.optimizers.Adam(p["learning_rate"] / (10 if end_to_end else 1)))
         views = None
         if not end_to_end and getattr(self, "view_features_", None) is not None:
@@ -254,7 +259,29 @@ class SCAN(Method):
         self.log_.update(scan_history=hist["loss"], scan_head_losses=head_losses.tolist(), best_head=self.best_head_,
                          scan_seconds=time.perf_counter() - t0)
         self._say(f"SCAN: head losses {np.round(head_losses, 3)}, kept head {self.best_head_}")
-        return probs[self.best_head_]
+        if int(p["overcluster"]) > 1:
+            self.merge_ = merge_by_links(probs[self.best_head_], neighbours, self.n_clusters)
+            self.log_["merged_groups"] = [np.flatnonzero(col).tolist() for col in self.merge_.T]
+            self._say(f"SCAN: {self.merge_.shape[0]} clusters merged into {self.n_clusters} by neighbour links")
+        return self._merged(probs[self.best_head_])
+
+    def _merged(self, probs):
+        """K' over-clustered probabilities -> K (unchanged without over-clustering)."""
+        return probs if self.merge_ is None else probs @ self.merge_
+
+    def kept_head(self) -> list:
+        """The layers that end the self-labeling network: a copy of the SCAN step's kept head, then (over-
+        clustering) a frozen layer that sums the probabilities of merged clusters, so it outputs K clusters."""
+        kept = self.scan_model_.heads[self.best_head_]
+        head = keras.layers.Dense(kept.units, activation="softmax", dtype="float32", name="selflabel_head")
+        head.build((None, kept.kernel.shape[0]))
+        head.set_weights(kept.get_weights())
+        if self.merge_ is None:
+            return [head]
+        merge = keras.layers.Dense(self.n_clusters, use_bias=False, trainable=False, dtype="float32", name="merge")
+        merge.build((None, kept.units))
+        merge.set_weights([self.merge_])
+        return [head, merge]
 
     def _scan_probs(self, inputs):
         out = [ops.convert_to_numpy(self.scan_model_.probs(inputs[i:i + 2048])) for i in range(0, len(inputs), 2048)]
@@ -268,9 +295,7 @@ class SCAN(Method):
         layers = [copy_model(self.backbone_)]
         if not self._end_to_end():
             layers += [keras.layers.UnitNormalization(dtype="float32"), copy_model(self.scan_model_.encoder)]
-        head = keras.layers.Dense(self.n_clusters, activation="softmax", dtype="float32", name="selflabel_head")
-        model = keras.Sequential([keras.Input(x.shape[1:]), *layers, head], name="selflabel")
-        head.set_weights(self.scan_model_.heads[self.best_head_].get_weights())
+        model = keras.Sequential([keras.Input(x.shape[1:]), *layers, *self.kept_head()], name="selflabel")
         model = training.augment_in_model(model, self._augmenter(x))
         model.compile(keras.optimizers.Adam(self.params["learning_rate"] / 10), "sparse_categorical_crossentropy")
         return model
@@ -348,7 +373,7 @@ class SCAN(Method):
         step = step or ("student" if self.student_ is not None else
                         "selflabel" if self.classifier_ is not None else "scan")
         if step == "scan":
-            return self._scan_probs(self._head_input(x))[self.best_head_]
+            return self._merged(self._scan_probs(self._head_input(x))[self.best_head_])
         if step not in ("selflabel", "student"):
             raise ValueError(f"step must be 'scan', 'selflabel' or 'student', got {step!r}")
         model = self.classifier_ if step == "selflabel" else self.student_

@@ -71,10 +71,8 @@ class ScanHog(SCAN):
 
     def selflabel_network(self, x):
         """A copy of the SCAN step's MLP and kept head, on the frozen descriptors."""
-        head = keras.layers.Dense(self.n_clusters, activation="softmax", dtype="float32", name="selflabel_head")
         encoder = copy_model(self.scan_model_.encoder)
-        model = keras.Sequential([keras.Input(encoder.input_shape[1:]), encoder, head], name="selflabel")
-        head.set_weights(self.scan_model_.heads[self.best_head_].get_weights())
+        model = keras.Sequential([keras.Input(encoder.input_shape[1:]), encoder, *self.kept_head()], name="selflabel")
         model.compile(keras.optimizers.Adam(self.params["learning_rate"]), "sparse_categorical_crossentropy")
         return model
 
