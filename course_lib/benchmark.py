@@ -68,6 +68,7 @@ def run(method: str, dataset: str = "synthetic-signs", test: str | None = None, 
     result = {
         "method": method, "dataset": dataset, "test_dataset": test, "protocol": protocol,
         "profile": info.profile.name, "seed": seed, "n_train": len(train), "n_eval": len(ev), "k": k,
+        "options": {key: v for key, v in (options or {}).items() if key != "verbose"},  # set on top of the preset
         **scores, "seconds": round(seconds, 2), "fit_seconds": round(fit_seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),  # CPU time of all threads: wall time / cores on a busy machine
         **provenance(info, est), "profile_settings": info.profile.asdict(),
@@ -232,14 +233,23 @@ def run_all(dataset: str = "synthetic-signs", test: str | None = None, profile=N
     return summary["runs"]
 
 
+def run_label(r: dict) -> str:
+    """The method's name, with the options a run set on top of its profile's preset: `scan-hog+cnn
+    (overcluster=2)`. Every table says what ran."""
+    opts = ", ".join(f"{k}={v}" for k, v in (r.get("options") or {}).items())
+    return r["method"] + (f" ({opts})" if opts else "")
+
+
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (method, dataset, protocol, profile): mean and std over seeds of ACC, NMI, ARI, seconds."""
+    """One row per (method and its options, dataset, protocol, profile): mean and std over seeds of ACC, NMI,
+    ARI, seconds."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["method"], r["dataset"], r.get("test_dataset"), r["profile"]), []).append(r)
+        groups.setdefault((run_label(r), r["dataset"], r.get("test_dataset"), r["profile"]), []).append(r)
     rows = []
-    for (method, dataset, test, profile), rs in groups.items():
-        row = {"method": method, "dataset": dataset, "test_dataset": test, "profile": profile,
+    for (label, dataset, test, profile), rs in groups.items():
+        row = {"method": rs[0]["method"], "label": label, "options": rs[0].get("options") or {},
+               "dataset": dataset, "test_dataset": test, "profile": profile,
                "protocol": rs[0].get("protocol"), "n_train": rs[0].get("n_train"), "n_eval": rs[0].get("n_eval"),
                "k": rs[0].get("k"), "seeds": sorted(r["seed"] for r in rs), "device": rs[0].get("device"),
                "date": max(r.get("date", "") for r in rs)}
@@ -263,7 +273,7 @@ def summary_table(rows: list[dict]) -> str:
             "device", "date"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [r["method"] + (" ⚠" if r["warnings"] else ""), pm(r, "acc"), pm(r, "nmi"), pm(r, "ari"),
+        cells = [r.get("label", r["method"]) + (" ⚠" if r["warnings"] else ""), pm(r, "acc"), pm(r, "nmi"), pm(r, "ari"),
                  _secs(r["seconds"]), _secs(r["cpu_seconds"]), str(len(r["seeds"])), _fmt(r["n_train"]),
                  _fmt(r["n_eval"]), _fmt(r["k"]), _fmt(r["protocol"]).split(" (")[0], _fmt(r["device"]), _fmt(r["date"])[:10]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -281,7 +291,7 @@ def steps_table(runs: list[dict]) -> str:
     groups: dict[str, list[dict]] = {}
     for r in runs:
         if r.get("steps"):
-            groups.setdefault(r["method"], []).append(r)
+            groups.setdefault(run_label(r), []).append(r)
     if not groups:
         return ""
 
@@ -413,10 +423,12 @@ def published_summary(name: str) -> dict | None:
 
 
 def summary_rows(summary: dict | None, methods=None) -> dict:
-    """{method: row} of a published summary (ACC, NMI, ARI mean and std, seeds, CPU seconds), for `methods` or all."""
+    """{method: row} of a published summary (ACC, NMI, ARI mean and std, seeds, CPU seconds), for `methods` or all;
+    a row whose run set options on top of its preset is keyed by its label, `method (key=value)`."""
     if not summary:
         return {}
-    return {r["method"]: r for r in summary["summary"] if methods is None or r["method"] in methods}
+    return {r.get("label", r["method"]): r for r in summary["summary"]
+            if methods is None or r.get("label", r["method"]) in methods}
 
 
 def fetch_results(base_url: str, folder: Path) -> Path:

@@ -290,7 +290,7 @@ def results_bars(rows: list[dict], title: str | None = None, references: dict | 
     for j, (label, acc) in enumerate((references or {}).items()):
         ax.axhline(acc, color="0.3", lw=0.8, ls=(0, (4, 2 + j)))
         ax.annotate(label, (len(rows) - 0.5, acc), fontsize=7, ha="right", va="bottom", color="0.3")
-    ax.set_xticks(pos, [r["method"] for r in rows], rotation=30, ha="right")
+    ax.set_xticks(pos, [r.get("label", r["method"]) for r in rows], rotation=30, ha="right")
     ax.set(ylim=(0, 1), ylabel="score", title=title)
     ax.legend(ncols=3, loc="upper right", fontsize=8)
     return fig
@@ -302,6 +302,6 @@ def cost_vs_acc(rows: list[dict], title: str | None = None) -> Figure:
     ax = fig.subplots()
     for r in rows:
         ax.errorbar(r["seconds"], r["acc"], yerr=r.get("acc_std") or 0, fmt="o", capsize=2)
-        ax.annotate(r["method"], (r["seconds"], r["acc"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        ax.annotate(r.get("label", r["method"]), (r["seconds"], r["acc"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
     ax.set(xscale="log", xlabel="seconds (fit + predict, wall)", ylabel="ACC", ylim=(0, 1), title=title)
     return fig

@@ -32,6 +32,21 @@ def test_benchmark_command_writes_the_promised_json(tmp_path):
     assert r["acc"] > 0.5  # real handwritten digits: raw-pixel KMeans is far above chance (0.1)
 
 
+def test_a_run_with_options_gets_its_own_row_named_by_them(tmp_path):
+    """Options set on top of the preset are part of what ran: the report never averages them with the default."""
+    folder = tmp_path / "digits-quick"
+    for options in ({}, {"pca_dim": 20}):
+        for seed in (0, 1):
+            benchmark.run("pixels-kmeans", "digits", profile="quick", seed=seed, options=options, verbose=False,
+                          out=folder / f"pixels-kmeans{'-pca20' if options else ''}-seed{seed}.json")
+    summary = benchmark.report(folder)
+    labels = sorted(r["label"] for r in summary["summary"])
+    assert labels == ["pixels-kmeans", "pixels-kmeans (pca_dim=20)"]
+    assert all(len(r["seeds"]) == 2 for r in summary["summary"])
+    assert "| pixels-kmeans (pca_dim=20) |" in (tmp_path / "digits-quick.md").read_text()
+    assert set(benchmark.summary_rows(summary, ["pixels-kmeans"])) == {"pixels-kmeans"}
+
+
 def test_pixels_kmeans_on_real_gtsrb_is_above_the_bar(shared_data):
     r = benchmark.run("pixels-kmeans", f"npz:{shared_data / 'gtsrb_train_32.npz'}", profile="standard",
                       verbose=False)
