@@ -62,7 +62,7 @@ def stale_numbers(markdown: str, known: set[str]) -> list[str]:
 def test_the_stale_number_check_catches_a_planted_number():
     known = _result_values()
     assert stale_numbers("SCAN reaches 0.572 on GTSRB", known) == []  # in results/gtsrb-standard
-    assert stale_numbers("SCAN reaches 0.611 on GTSRB", known) == ["0.611"]  # planted: no run says so
+    assert stale_numbers("SCAN reaches 0.417 on GTSRB", known) == ["0.417"]  # planted: no run says so
     assert stale_numbers("> the seed reported 0.611", known) == []  # a quote
     assert stale_numbers(f"{QUOTE_MARK}\n| seed 000 | 0.611 |", known) == []
 

@@ -270,18 +270,20 @@ class SCAN(Method):
         return probs if self.merge_ is None else probs @ self.merge_
 
     def kept_head(self) -> list:
-        """The layers that end the self-labeling network: a copy of the SCAN step's kept head, then (over-
-        clustering) a frozen layer that sums the probabilities of merged clusters, so it outputs K clusters."""
-        kept = self.scan_model_.heads[self.best_head_]
-        head = keras.layers.Dense(kept.units, activation="softmax", dtype="float32", name="selflabel_head")
-        head.build((None, kept.kernel.shape[0]))
-        head.set_weights(kept.get_weights())
-        if self.merge_ is None:
-            return [head]
-        merge = keras.layers.Dense(self.n_clusters, use_bias=False, trainable=False, dtype="float32", name="merge")
-        merge.build((None, kept.units))
-        merge.set_weights([self.merge_])
-        return [head, merge]
+        """The layers that end the self-labeling network: the SCAN step's kept head, then (over-clustering) a
+        frozen layer that sums the probabilities of merged clusters, so it outputs K clusters. Built by the model
+        they are added to; `copy_kept_head` then gives them the SCAN step's weights."""
+        units = self.scan_model_.heads[self.best_head_].units
+        layers = [keras.layers.Dense(units, activation="softmax", dtype="float32", name="selflabel_head")]
+        if self.merge_ is not None:
+            layers.append(keras.layers.Dense(self.n_clusters, use_bias=False, trainable=False, dtype="float32",
+                                             name="merge"))
+        return layers
+
+    def copy_kept_head(self, layers) -> None:
+        layers[0].set_weights(self.scan_model_.heads[self.best_head_].get_weights())
+        if self.merge_ is not None:
+            layers[1].set_weights([self.merge_])
 
     def _scan_probs(self, inputs):
         out = [ops.convert_to_numpy(self.scan_model_.probs(inputs[i:i + 2048])) for i in range(0, len(inputs), 2048)]
@@ -295,7 +297,9 @@ class SCAN(Method):
         layers = [copy_model(self.backbone_)]
         if not self._end_to_end():
             layers += [keras.layers.UnitNormalization(dtype="float32"), copy_model(self.scan_model_.encoder)]
-        model = keras.Sequential([keras.Input(x.shape[1:]), *layers, *self.kept_head()], name="selflabel")
+        head = self.kept_head()
+        model = keras.Sequential([keras.Input(x.shape[1:]), *layers, *head], name="selflabel")
+        self.copy_kept_head(head)
         model = training.augment_in_model(model, self._augmenter(x))
         model.compile(keras.optimizers.Adam(self.params["learning_rate"] / 10), "sparse_categorical_crossentropy")
         return model

@@ -72,7 +72,9 @@ class ScanHog(SCAN):
     def selflabel_network(self, x):
         """A copy of the SCAN step's MLP and kept head, on the frozen descriptors."""
         encoder = copy_model(self.scan_model_.encoder)
-        model = keras.Sequential([keras.Input(encoder.input_shape[1:]), encoder, *self.kept_head()], name="selflabel")
+        head = self.kept_head()
+        model = keras.Sequential([keras.Input(encoder.input_shape[1:]), encoder, *head], name="selflabel")
+        self.copy_kept_head(head)
         model.compile(keras.optimizers.Adam(self.params["learning_rate"]), "sparse_categorical_crossentropy")
         return model
 
