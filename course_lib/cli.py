@@ -131,6 +131,10 @@ def main(argv=None) -> int:
         print(Path(args.out_dir, summary["name"] + ".md").read_text())
         return 0
     if args.command == "gpucheck":
+        if args.emulate:  # before TensorFlow loads (it reads the variable once)
+            from .runtime import without_onednn
+
+            without_onednn()
         from .gpucheck import run as gpucheck
 
         doc = gpucheck(args.methods.split(",") if args.methods else None, emulate=args.emulate, images=args.images,

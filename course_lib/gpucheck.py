@@ -14,6 +14,7 @@ augmentation speed (see `t4_minutes`).
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from pathlib import Path
@@ -246,7 +247,8 @@ def run(methods=None, emulate: bool = False, images: int = 384, seed: int = 0, o
                   f" ~{r.get('t4_minutes', float('nan')):.0f} min on a T4", flush=True)
     doc = {"emulated": emulate, "replicas": info.replicas,
            "policy": "mixed_float16" if info.mixed_precision else "float32", "images": images,
-           "host_augment_img_s": round(host, 1), "t4_tflops_assumed": T4_TFLOPS, "methods": rows,
+           "host_augment_img_s": round(host, 1),
+           "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "t4_tflops_assumed": T4_TFLOPS, "methods": rows,
            "ok": all(r["ok"] for r in rows), **provenance(info)}
     if out:
         write_json(out, doc)

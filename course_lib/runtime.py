@@ -165,6 +165,20 @@ NATIVE_NOISE = re.compile(rb"^(WARNING: All log messages before absl::Initialize
                           rb"following instructions: .* rebuild TensorFlow)")
 
 
+def without_onednn() -> None:
+    """Turn off TensorFlow's oneDNN kernels for an emulated mixed-precision session; call before TensorFlow loads
+    (it reads TF_ENABLE_ONEDNN_OPTS once). `gpucheck --emulate` does.
+
+    On some x86 CPUs (an Intel Xeon with AVX512-FP16 here, 2026-12-02) oneDNN computes a float16 convolution's
+    weight gradient ~50x slower than TensorFlow's own kernel (11.8 s against 0.25 s for one 64-channel 3x3 layer
+    on 64 images of 32x32); the emulated check then ran past CI's 25 minutes in SimCLR's first epoch. A GPU never
+    runs these CPU kernels and float32 runs are not concerned. A TF_ENABLE_ONEDNN_OPTS the user set is kept."""
+    if "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        print("note: TensorFlow is already loaded, oneDNN stays on (float16 gradients may be slow on this CPU)",
+              file=sys.stderr)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def quiet_native_logs() -> None:
     """Drop TensorFlow's C++ start-up lines (oneDNN, "could not find cuda drivers", CPU instructions) from this
     process's standard error; every other line, Python's tracebacks included, passes unchanged.

@@ -32,6 +32,7 @@ def test_the_check_runs_as_a_two_device_mixed_precision_session(emulated):
     doc, run = emulated
     assert doc["emulated"] and doc["replicas"] == 2 and doc["policy"] == "mixed_float16"
     assert [r["method"] for r in doc["methods"]] == list(METHODS)
+    assert doc["tf_enable_onednn_opts"] in (os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "0")  # see runtime.without_onednn
     assert run.returncode == (0 if doc["ok"] else 1)  # the command's exit status says whether all passed
 
 

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,15 @@ def test_data_kind_and_promised():
     assert runtime.promised(promise, "quick", mnist) == 0.2  # no quick row: twice chance
     assert runtime.promised(promise, "full", cifar) == 0.2
     assert runtime.promised({}, "quick", gtsrb) == 2 / 43
+
+
+def test_the_emulated_check_turns_onednn_off_unless_the_user_chose(monkeypatch):
+    # oneDNN's float16 weight gradients stalled the emulated check on an AVX512-FP16 Xeon (results/NOTES.md)
+    from course_lib.runtime import without_onednn
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    without_onednn()
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    without_onednn()
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
