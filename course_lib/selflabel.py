@@ -44,6 +44,14 @@ def cluster_floor(probs: np.ndarray, labels: np.ndarray, confident: np.ndarray) 
     return extra
 
 
+def reliable(labels: np.ndarray, neighbours: np.ndarray, min_agreement: float = 0.8) -> np.ndarray:
+    """SPICE's reliable samples (Niu et al. 2022, "reliable pseudo-labelling"): those whose mined neighbours
+    (N x k indices) mostly share their cluster, at least `min_agreement` of them. A label-free alternative to
+    the confidence threshold: a sample can be confidently wrong, but rarely together with its neighbours."""
+    labels = np.asarray(labels)
+    return (labels[np.asarray(neighbours)] == labels[:, None]).mean(1) >= min_agreement
+
+
 def class_weights(labels: np.ndarray, n_classes: int) -> dict:
     """Keras class_weight that gives every pseudo-class the same total weight (0 for an absent class)."""
     freq = np.bincount(labels, minlength=n_classes).astype(float)
@@ -68,21 +76,23 @@ def train_round(model, inputs, labels, *, epochs: int, min_steps: int, batch_siz
 
 
 def self_label(model, inputs, probs, *, threshold: float = 0.99, rounds: int = 5, epochs: int = 2,
-               min_steps: int = 200, batch_size: int = 256, augmenter=None, fresh: bool = False, seed: int = 0,
-               verbose: int = 0) -> SelfLabelResult:
+               min_steps: int = 200, batch_size: int = 256, augmenter=None, fresh: bool = False, start=None,
+               seed: int = 0, verbose: int = 0) -> SelfLabelResult:
     """Train `model` (compiled, inputs -> K softmax probabilities) on its confident pseudo-labels while the
     confident set grows. `probs`: the clustering to start from (N x K). A round after which no more samples
     are confident than before is undone and ends the loop. `fresh=True`: the model starts untrained (a
     student), so round 0 is always kept; it ends the loop when the student is then confident on fewer samples
-    than its teacher was."""
+    than its teacher was. `start`: a boolean mask of the samples round 0 trains on instead of the confident
+    ones (e.g. `reliable`); later rounds select by confidence."""
     t0 = time.perf_counter()
     k = probs.shape[1]
     res = SelfLabelResult(None, [int((probs.max(1) >= threshold).sum())])
     for rnd in range(rounds):
-        confident = probs.max(1) >= threshold
+        confident = probs.max(1) >= threshold if start is None or rnd else np.asarray(start, bool).copy()
         if confident.sum() < max(k, batch_size // 4):
+            chosen = "are selected by `start`" if start is not None and rnd == 0 else f"have confidence >= {threshold}"
             res.warning = (f"self-labeling {'skipped' if rnd == 0 else 'stopped'}: only {int(confident.sum())} "
-                           f"of {len(probs)} samples have confidence >= {threshold}; lower `threshold` (e.g. 0.9) "
+                           f"of {len(probs)} samples {chosen}; lower `threshold` (e.g. 0.9) "
                            "or train the clustering step longer")
             warnings.warn(res.warning, stacklevel=2)
             break

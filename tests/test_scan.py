@@ -35,6 +35,8 @@ def test_scan_takes_a_learned_pretext_only():
         scan.SCAN(3, pretext="hog")
     with pytest.raises(ValueError, match="student"):
         scan.SCAN(3, student="mlp")
+    with pytest.raises(ValueError, match="student_select"):
+        scan.SCAN(3, student="cnn", student_select="agreement")
 
 
 @pytest.mark.parametrize("views", [0, 2])
@@ -106,11 +108,14 @@ def test_over_clustering_merges_back_to_k_and_self_labeling_starts_from_the_merg
         ScanHog(10, overcluster=0)
 
 
-def test_the_cnn_student_distils_scan_hog_into_a_classifier_of_pixels():
+@pytest.mark.parametrize("select", ["confident", "reliable"])
+def test_the_cnn_student_distils_scan_hog_into_a_classifier_of_pixels(select):
     ds = data.load_dataset("digits", "train", max_images=600)
     est = ScanHog(10, scan_epochs=40, batch_size=64, threshold=0.9, selflabel_rounds=1, selflabel_min_steps=120,
-                  student="cnn", student_width=8, student_epochs=6, student_rounds=1)
+                  student="cnn", student_width=8, student_epochs=6, student_rounds=1, student_select=select)
     est.fit(ds.x)
+    if select == "reliable":  # round 0 trained on the samples most of whose neighbours share their cluster
+        assert 0 < est.log_["student_reliable"] < len(ds.x)
     steps = est.predict_steps(ds.x)
     assert "student" in steps and est.student_ is not None
     assert est.student_.input_shape[1:] == ds.x.shape[1:]  # the student reads pixels, not HOG

@@ -72,3 +72,31 @@ def test_the_cnn_student_learns_digits_from_noisy_pseudo_labels():
                                epochs=8, min_steps=0, batch_size=64, augmenter=aug, fresh=True)
     assert res.rounds_kept == 1 and student.output.dtype == "float32"
     assert metrics.hungarian_accuracy(ds.y, res.probs.argmax(1)) > 0.5  # chance 0.1; the noise alone 0.73
+
+
+def test_reliable_samples_are_those_whose_neighbours_share_their_cluster():
+    labels = np.array([0, 0, 0, 1, 1, 0])
+    neighbours = np.array([[1, 2], [0, 2], [0, 5], [4, 5], [3, 0], [3, 4]])
+    agree = [1, 1, 1, 0.5, 0.5, 0]  # share of each sample's neighbours in its cluster
+    np.testing.assert_array_equal(selflabel.reliable(labels, neighbours, 0.5), np.array(agree) >= 0.5)
+    np.testing.assert_array_equal(selflabel.reliable(labels, neighbours, 0.8), np.array(agree) >= 0.8)
+
+
+def test_reliable_samples_are_purer_than_all_pseudo_labels_on_blobs():
+    from course_lib.clustering import nearest_neighbours
+
+    x, y = _blobs(600)
+    rng = np.random.default_rng(1)
+    noisy = np.where(rng.random(len(y)) < 0.3, rng.integers(0, 3, len(y)), y)  # a teacher wrong on ~20%
+    keep = selflabel.reliable(noisy, nearest_neighbours(x, 10), 0.8)
+    assert 0.3 < keep.mean() < 0.95
+    assert (noisy[keep] == y[keep]).mean() > (noisy == y).mean() + 0.1  # the wrong labels disagree with neighbours
+
+
+def test_round_0_trains_on_the_start_mask_when_given():
+    x, y = _blobs(60)
+    start = np.zeros(60, bool)
+    start[:5] = True  # fewer than the batch needs: the student is not trained, and the message names `start`
+    with pytest.warns(UserWarning, match="selected by `start`"):
+        res = selflabel.self_label(_mlp(3, 3), x, np.eye(3, dtype="float32")[y], start=start, fresh=True)
+    assert res.probs is None and res.rounds_kept == 0

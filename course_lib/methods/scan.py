@@ -146,6 +146,7 @@ class SCAN(Method):
                     temperature=0.1, n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30, overcluster=1,
                     end_to_end=False, views=0, threshold=0.99, selflabel_rounds=5, selflabel_epochs=2,
                     selflabel_min_steps=200, student=None, student_epochs=15, student_width=32, student_rounds=2,
+                    student_select="confident", student_agreement=0.8,
                     cache_dir=None, verbose=0)
     presets = {
         # a CPU: short SimCLR, the SCAN step on the frozen embedding, self-labeling fine-tunes the whole CNN
@@ -169,6 +170,9 @@ class SCAN(Method):
             raise ValueError(f"pretext must be one of {self.pretexts}, got {self.params['pretext']!r}")
         if self.params["student"] not in (None, "cnn"):
             raise ValueError(f"student must be None or 'cnn', got {self.params['student']!r}")
+        if self.params["student_select"] not in ("confident", "reliable"):
+            raise ValueError(f"student_select must be 'confident' (the teacher's confident samples) or 'reliable' "
+                             f"(those most of whose neighbours share their cluster), got {self.params['student_select']!r}")
         if int(self.params["overcluster"]) < 1:
             raise ValueError(f"overcluster must be an integer >= 1 (1: no over-clustering), got {self.params['overcluster']}")
         self.log_, self.classifier_, self.student_, self.merge_ = {}, None, None, None
@@ -330,13 +334,19 @@ class SCAN(Method):
     def distil(self, x, probs):
         """issue 20's step: a fresh CNN on the pixels trained on the clustering's confident pseudo-labels (round 0),
         then on its own confident predictions while they outgrow the teacher's set, up to `student_rounds` rounds
-        of at least `student_epochs` epochs (`selflabel.self_label(fresh=True)`)."""
+        of at least `student_epochs` epochs (`selflabel.self_label(fresh=True)`). `student_select="reliable"`:
+        round 0 trains instead on the samples at least `student_agreement` of whose mined neighbours share their
+        cluster (`selflabel.reliable`)."""
         p = self.params
+        start = None
+        if p["student_select"] == "reliable":
+            start = selflabel.reliable(probs.argmax(1), self.neighbours_, p["student_agreement"])
+            self.log_["student_reliable"] = int(start.sum())
         aug = self._augmenter(x, 2)
         student = selflabel.cnn_student(x.shape[1:], self.n_clusters, p["student_width"], aug, p["learning_rate"])
         res = selflabel.self_label(student, x, probs, threshold=p["threshold"], rounds=p["student_rounds"],
                                    epochs=p["student_epochs"], min_steps=p["selflabel_min_steps"],
-                                   batch_size=p["batch_size"], augmenter=aug, fresh=True, seed=self.seed,
+                                   batch_size=p["batch_size"], augmenter=aug, fresh=True, start=start, seed=self.seed,
                                    verbose=p["verbose"])
         self.student_ = student if res.probs is not None else None
         self.log_.update(student_confident=res.confident, student_rounds_kept=res.rounds_kept,
