@@ -131,3 +131,12 @@ def cnn_student(input_shape, n_classes: int, width: int = 32, augmenter=None,
                                       augmenter)
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
     return model
+
+
+def student_embedding(student: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The L2-normalised features a `cnn_student` computes before its softmax (N x d): what it learned from the
+    pixels (colour, the pictogram inside the rim), to mine neighbours in (`SCAN(refine=1)`)."""
+    clf = next((l for l in student.layers if isinstance(l, keras.Model) and l.name == student.name), student)
+    backbone = clf.layers[1]  # classifier(): input -> backbone -> dropout -> softmax
+    feats = np.asarray(backbone.predict(x.astype("float32"), batch_size=batch_size, verbose=0), np.float32)
+    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)

@@ -72,6 +72,14 @@ def test_the_cnn_student_learns_digits_from_noisy_pseudo_labels():
                                epochs=8, min_steps=0, batch_size=64, augmenter=aug, fresh=True)
     assert res.rounds_kept == 1 and student.output.dtype == "float32"
     assert metrics.hungarian_accuracy(ds.y, res.probs.argmax(1)) > 0.5  # chance 0.1; the noise alone 0.73
+    emb = selflabel.student_embedding(student, ds.x)  # what it learned, before the softmax
+    assert emb.shape == (len(ds.x), 8 * 8)  # the last block of a width-8 backbone, pooled
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    same = (ds.y[np.argsort(-emb @ emb.T, axis=1)[:, 1:6]] == ds.y[:, None]).mean()
+    assert same > 0.5  # its nearest neighbours mostly share the digit (chance 0.1)
+    inputs = keras.Input(ds.x.shape[1:])  # on an accelerator the student is wrapped with its augmenter
+    wrapped = keras.Model(inputs, student(inputs), name=student.name)
+    np.testing.assert_allclose(selflabel.student_embedding(wrapped, ds.x[:50]), emb[:50], atol=1e-5)
 
 
 def test_reliable_samples_are_those_whose_neighbours_share_their_cluster():

@@ -146,7 +146,7 @@ class SCAN(Method):
                     temperature=0.1, n_neighbours=20, entropy_weight=5.0, n_heads=5, scan_epochs=30, overcluster=1,
                     end_to_end=False, views=0, threshold=0.99, selflabel_rounds=5, selflabel_epochs=2,
                     selflabel_min_steps=200, student=None, student_epochs=15, student_width=32, student_rounds=2,
-                    student_select="confident", student_agreement=0.8,
+                    student_select="confident", student_agreement=0.8, refine=0,
                     cache_dir=None, verbose=0)
     presets = {
         # a CPU: short SimCLR, the SCAN step on the frozen embedding, self-labeling fine-tunes the whole CNN
@@ -173,9 +173,14 @@ class SCAN(Method):
         if self.params["student_select"] not in ("confident", "reliable"):
             raise ValueError(f"student_select must be 'confident' (the teacher's confident samples) or 'reliable' "
                              f"(those most of whose neighbours share their cluster), got {self.params['student_select']!r}")
+        if int(self.params["refine"]) < 0 or (int(self.params["refine"]) and self.params["student"] != "cnn"):
+            raise ValueError(f"refine (passes of iterated distillation) must be 0, or >= 1 with student='cnn' (the "
+                             f"passes mine neighbours in the student's features), got refine={self.params['refine']} "
+                             f"and student={self.params['student']!r}")
         if int(self.params["overcluster"]) < 1:
             raise ValueError(f"overcluster must be an integer >= 1 (1: no over-clustering), got {self.params['overcluster']}")
         self.log_, self.classifier_, self.student_, self.merge_ = {}, None, None, None
+        self.first_student_ = None  # with refine: the student of the first pass
 
     def _say(self, msg):
         if self.params["verbose"]:
@@ -364,7 +369,34 @@ class SCAN(Method):
         self.log_["mining_seconds"] = time.perf_counter() - t0
         probs = self.cluster(x, feats, self.neighbours_)  # step 3
         self.self_label(x, probs)  # step 4
+        for _ in range(int(p["refine"])):  # iterated distillation: steps 2-4 again, in the student's features too
+            if not self.refine(x, feats):
+                break
         return self
+
+    def refine(self, x, feats) -> bool:
+        """One pass of iterated distillation (issue 20): the CNN student's features, which see what the pretext
+        features may miss (on GTSRB: colour, the pictogram inside the rim), are joined to the pretext features
+        (each L2-normalised, halves of equal weight); neighbours mined there; then the SCAN step, self-labeling
+        and a fresh student again. `neighbours_` stays the pretext's (neighbour consistency stays comparable).
+        The previous passes' logs are kept in log_["passes"]. False when there is no student to refine from."""
+        p = self.params
+        if self.student_ is None:
+            self.log_["refine_stop"] = "the student kept no round: nothing to refine from"
+            return False
+        t0 = time.perf_counter()
+        joint = np.concatenate([feats, selflabel.student_embedding(self.student_, x)], axis=1) / np.sqrt(2)
+        neighbours = mine_neighbours(joint, p["n_neighbours"])
+        kept = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)]) / neighbours.shape[1])
+        passes = self.log_.pop("passes", [])
+        self.log_ = {**{k: self.log_[k] for k in ("pretext_seconds", "mining_seconds") if k in self.log_},
+                     "passes": passes + [dict(self.log_)], "refine_neighbours_kept": kept}
+        if self.first_student_ is None:
+            self.first_student_ = self.student_
+        self._say(f"refine: neighbours mined in HOG + the student's features; {kept:.0%} of the previous ones kept")
+        self.self_label(x, self.cluster(x, feats, neighbours))
+        self.log_["refine_seconds"] = time.perf_counter() - t0
+        return True
 
     def _end_to_end(self) -> bool:
         return bool(self.params.get("end_to_end"))
@@ -374,8 +406,11 @@ class SCAN(Method):
 
     def predict_steps(self, x) -> dict:
         """Cluster labels of x after each step: pretext + KMeans, SCAN, self-labeling, the CNN student."""
-        out = {"pretext+kmeans": self.kmeans_.predict(self.features(x)),
-               "scan": self.predict_proba(x, "scan").argmax(1)}
+        out = {"pretext+kmeans": self.kmeans_.predict(self.features(x))}
+        if self.first_student_ is not None:  # refine: the first pass's student, whose features the last pass mined
+            out["first student"] = np.asarray(self.first_student_.predict(x.astype("float32"), batch_size=1024,
+                                                                          verbose=0)).argmax(1)
+        out["scan"] = self.predict_proba(x, "scan").argmax(1)
         for step in ("selflabel", "student"):
             if (self.classifier_ if step == "selflabel" else self.student_) is not None:
                 out[step] = self.predict_proba(x, step).argmax(1)
