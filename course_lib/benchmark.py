@@ -240,16 +240,22 @@ def run_label(r: dict) -> str:
     return r["method"] + (f" ({opts})" if opts else "")
 
 
+def same_data(dataset: str | None) -> str | None:
+    """`npz:PATH` by its file name: one file given by an absolute path in one run and a relative one in another."""
+    return f"npz:{Path(dataset[4:]).name}" if dataset and dataset.startswith("npz:") else dataset
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (method and its options, dataset, protocol, profile): mean and std over seeds of ACC, NMI,
     ARI, seconds."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((run_label(r), r["dataset"], r.get("test_dataset"), r["profile"]), []).append(r)
+        groups.setdefault((run_label(r), same_data(r["dataset"]), same_data(r.get("test_dataset")), r["profile"]),
+                          []).append(r)
     rows = []
     for (label, dataset, test, profile), rs in groups.items():
         row = {"method": rs[0]["method"], "label": label, "options": rs[0].get("options") or {},
-               "dataset": dataset, "test_dataset": test, "profile": profile,
+               "dataset": rs[0]["dataset"], "test_dataset": rs[0].get("test_dataset"), "profile": profile,
                "protocol": rs[0].get("protocol"), "n_train": rs[0].get("n_train"), "n_eval": rs[0].get("n_eval"),
                "k": rs[0].get("k"), "seeds": sorted(r["seed"] for r in rs), "device": rs[0].get("device"),
                "date": max(r.get("date", "") for r in rs)}

@@ -118,3 +118,15 @@ def test_the_report_shows_each_step_and_the_fitted_images_of_multi_step_runs(tmp
     for r in runs:
         (tmp_path / "s" / f"m-seed{r['seed']}.json").write_text(json.dumps(r))
     assert "ACC after scan" in Path(report(tmp_path / "s")["markdown"]).read_text()
+
+
+def test_runs_on_one_npz_file_named_two_ways_share_a_row():
+    """A suite resumed from another folder names the same file by another path: its seeds still make one row."""
+    def run(seed, dataset, acc):
+        return {"method": "m", "dataset": dataset, "profile": "standard", "seed": seed, "acc": acc, "nmi": 0.5,
+                "ari": 0.4, "seconds": 1.0, "cpu_seconds": 1.0}
+
+    rows = benchmark.summarise([run(0, "npz:/work/shared/data/g.npz", 0.6), run(1, "npz:../shared/data/g.npz", 0.8),
+                                run(0, "npz:../shared/data/other.npz", 0.1)])
+    assert [r["seeds"] for r in rows] == [[0, 1], [0]]
+    assert np.isclose(rows[0]["acc"], 0.7) and rows[0]["dataset"] == "npz:/work/shared/data/g.npz"
