@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from . import models, training
+from . import models, pretext, training
 
 
 @dataclass
@@ -138,5 +138,5 @@ def student_embedding(student: keras.Model, x: np.ndarray, batch_size: int = 102
     pixels (colour, the pictogram inside the rim), to mine neighbours in (`SCAN(refine=1)`)."""
     clf = next((l for l in student.layers if isinstance(l, keras.Model) and l.name == student.name), student)
     backbone = clf.layers[1]  # classifier(): input -> backbone -> dropout -> softmax
-    feats = np.asarray(backbone.predict(x.astype("float32"), batch_size=batch_size, verbose=0), np.float32)
+    feats = pretext.embed(backbone, x, batch_size)
     return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
