@@ -123,21 +123,30 @@ def test_the_cnn_student_distils_scan_hog_into_a_classifier_of_pixels(select):
     assert metrics.hungarian_accuracy(ds.y, steps["student"]) > 0.5  # chance 0.1
 
 
-def test_refine_mines_neighbours_in_the_students_features_and_distils_again():
+def test_refine_distils_again_and_student_scan_clusters_the_students_embedding():
+    """refine=1: neighbours mined in HOG + the student's features, then steps 3-4 and a fresh student again;
+    student_scan: then the SCAN step on that student's own embedding, which gives the final clustering."""
     ds = data.load_dataset("digits", "train", max_images=600)
     est = ScanHog(10, scan_epochs=40, batch_size=64, threshold=0.9, selflabel_rounds=1, selflabel_min_steps=120,
-                  student="cnn", student_width=8, student_epochs=6, student_rounds=1, refine=1)
+                  student="cnn", student_width=8, student_epochs=6, student_rounds=1, refine=1, student_scan=True,
+                  views=2)
     est.fit(ds.x)
     first = est.log_["passes"][0]
     assert "student_confident" in first and "scan_head_losses" in first  # the first pass's log is kept
     assert 0.0 < est.log_["refine_neighbours_kept"] < 1.0  # new neighbours, some of them the old ones
     assert est.first_student_ is not None and est.student_ is not est.first_student_  # a fresh student
+    assert len(est.log_["student_scan_head_losses"]) == est.params["n_heads"]
+    assert 0.0 < est.log_["student_scan_neighbours_kept"] < 1.0  # the student's neighbours are not HOG's
     steps = est.predict_steps(ds.x)
-    assert list(steps)[:2] == ["pretext+kmeans", "first student"]
-    np.testing.assert_array_equal(est.predict(ds.x), steps["student"])
-    assert metrics.hungarian_accuracy(ds.y, steps["student"]) > 0.5  # chance 0.1
+    assert list(steps)[:2] == ["pretext+kmeans", "first student"] and list(steps)[-2:] == ["student", "student scan"]
+    np.testing.assert_array_equal(est.predict(ds.x), steps["student scan"])
+    assert est.predict_proba(ds.x[:5]).shape == (5, 10)
+    for step in ("student", "student scan"):
+        assert metrics.hungarian_accuracy(ds.y, steps[step]) > 0.5, step  # chance 0.1
     with pytest.raises(ValueError, match="refine"):
         ScanHog(10, refine=1)  # no student to mine in
+    with pytest.raises(ValueError, match="student_scan"):
+        ScanHog(10, student_scan=True)
 
 
 def test_notebook_06_writes_out_the_librarys_scan_model():

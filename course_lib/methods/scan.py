@@ -147,7 +147,7 @@ class SCAN(Method):
                     end_to_end=False, views=0, threshold=0.99, selflabel_rounds=5, selflabel_epochs=2,
                     selflabel_min_steps=200, student=None, student_epochs=15, student_width=32, student_rounds=2,
                     student_select="confident", student_agreement=0.8, refine=0,
-                    cache_dir=None, verbose=0)
+                    student_scan=False, cache_dir=None, verbose=0)
     presets = {
         # a CPU: short SimCLR, the SCAN step on the frozen embedding, self-labeling fine-tunes the whole CNN
         "quick": dict(pretext_epochs=5, scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
@@ -177,10 +177,14 @@ class SCAN(Method):
             raise ValueError(f"refine (passes of iterated distillation) must be 0, or >= 1 with student='cnn' (the "
                              f"passes mine neighbours in the student's features), got refine={self.params['refine']} "
                              f"and student={self.params['student']!r}")
+        if self.params["student_scan"] and self.params["student"] != "cnn":
+            raise ValueError("student_scan=True runs the SCAN step on the CNN student's embedding: it needs "
+                             f"student='cnn', got student={self.params['student']!r}")
         if int(self.params["overcluster"]) < 1:
             raise ValueError(f"overcluster must be an integer >= 1 (1: no over-clustering), got {self.params['overcluster']}")
         self.log_, self.classifier_, self.student_, self.merge_ = {}, None, None, None
         self.first_student_ = None  # with refine: the student of the first pass
+        self.student_scan_ = None  # with student_scan: (SCAN network on the student's embedding, kept head)
 
     def _say(self, msg):
         if self.params["verbose"]:
@@ -372,6 +376,8 @@ class SCAN(Method):
         for _ in range(int(p["refine"])):  # iterated distillation: steps 2-4 again, in the student's features too
             if not self.refine(x, feats):
                 break
+        if p["student_scan"]:
+            self.scan_on_student(x)
         return self
 
     def refine(self, x, feats) -> bool:
@@ -398,6 +404,39 @@ class SCAN(Method):
         self.log_["refine_seconds"] = time.perf_counter() - t0
         return True
 
+    def scan_on_student(self, x) -> bool:
+        """issue 20: the SCAN step once more, on the CNN student's own frozen, L2-normalised embedding (and on
+        that of `views` augmented copies): neighbours mined there, a fresh MLP and heads trained with the SCAN
+        loss, the head of lowest loss kept. Unlike `refine`, what the student learned from the pixels decides
+        the clusters as well as the neighbours. The final clustering is that head on the student's embedding.
+        False when there is no student to read."""
+        p = self.params
+        if self.student_ is None:
+            self.log_["student_scan_stop"] = "the student kept no round: no embedding to cluster"
+            return False
+        from .features import describe_views
+
+        t0 = time.perf_counter()
+        views = describe_views(x, lambda im: selflabel.student_embedding(self.student_, im), self._augmenter(x, 3),
+                               p["views"])
+        feats = views[0]
+        neighbours = mine_neighbours(feats, p["n_neighbours"])
+        kept = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)]))
+        model = SCANModel(feature_encoder(feats.shape[1]), self.n_clusters, p["n_heads"], p["entropy_weight"])
+        model.compile(keras.optimizers.Adam(p["learning_rate"]))
+        hist = train_scan(model, feats, neighbours, epochs=p["scan_epochs"], batch_size=p["batch_size"],
+                          views=views if p["views"] else None, seed=self.seed + 3, verbose=p["verbose"])
+        probs = np.concatenate([ops.convert_to_numpy(model.probs(feats[i:i + 2048]))
+                                for i in range(0, len(feats), 2048)], axis=1)
+        head_losses = scan_head_losses(probs, neighbours, p["entropy_weight"])
+        self.student_scan_ = (model, training.lowest_loss(head_losses))
+        self.log_.update(student_scan_neighbours_kept=kept / neighbours.shape[1],
+                         student_scan_head_losses=head_losses.tolist(), student_scan_history=hist["loss"],
+                         student_scan_seconds=time.perf_counter() - t0)
+        self._say(f"SCAN on the student's embedding: head losses {np.round(head_losses, 3)}, "
+                  f"{kept / neighbours.shape[1]:.0%} of the pretext's neighbours kept")
+        return True
+
     def _end_to_end(self) -> bool:
         return bool(self.params.get("end_to_end"))
 
@@ -414,17 +453,27 @@ class SCAN(Method):
         for step in ("selflabel", "student"):
             if (self.classifier_ if step == "selflabel" else self.student_) is not None:
                 out[step] = self.predict_proba(x, step).argmax(1)
+        if self.student_scan_ is not None:
+            out["student scan"] = self.predict_proba(x, "student scan").argmax(1)
         return out
 
     def predict_proba(self, x, step: str | None = None):
-        """Cluster probabilities after the last step run (the student, else self-labeling when it kept a round,
-        else SCAN), or after `step` = "scan" | "selflabel" | "student"."""
-        step = step or ("student" if self.student_ is not None else
+        """Cluster probabilities after the last step run (the SCAN step on the student's embedding, else the
+        student, else self-labeling when it kept a round, else SCAN), or after `step` = "scan" | "selflabel" |
+        "student" | "student scan"."""
+        step = step or ("student scan" if self.student_scan_ is not None else
+                        "student" if self.student_ is not None else
                         "selflabel" if self.classifier_ is not None else "scan")
         if step == "scan":
             return self._merged(self._scan_probs(self._head_input(x))[self.best_head_])
+        if step == "student scan" and self.student_scan_ is not None:
+            model, head = self.student_scan_
+            feats = selflabel.student_embedding(self.student_, x)
+            return np.concatenate([ops.convert_to_numpy(model.probs(feats[i:i + 2048])[head])
+                                   for i in range(0, len(feats), 2048)]).astype(np.float32)
         if step not in ("selflabel", "student"):
-            raise ValueError(f"step must be 'scan', 'selflabel' or 'student', got {step!r}")
+            raise ValueError(f"step must be 'scan', 'selflabel', 'student' or 'student scan' (with student_scan), "
+                             f"got {step!r}")
         model = self.classifier_ if step == "selflabel" else self.student_
         if model is None:
             raise ValueError(f"the {step} step kept no model (see log_): use step='scan'")
