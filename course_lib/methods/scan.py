@@ -129,6 +129,12 @@ def scan_head_losses(probs: np.ndarray, neighbours: np.ndarray, entropy_weight: 
     return np.asarray(out)
 
 
+def head_probs(model, inputs, batch: int = 2048) -> np.ndarray:
+    """Every head's probabilities of a `SCANModel` on inputs (heads x N x C), in batches."""
+    out = [ops.convert_to_numpy(model.probs(inputs[i:i + batch])) for i in range(0, len(inputs), batch)]
+    return np.concatenate(out, axis=1)
+
+
 def copy_model(model):
     """A new model of the same architecture holding a copy of `model`'s weights."""
     clone = keras.models.clone_model(model)
@@ -299,8 +305,7 @@ class SCAN(Method):
             layers[1].set_weights([self.merge_])
 
     def _scan_probs(self, inputs):
-        out = [ops.convert_to_numpy(self.scan_model_.probs(inputs[i:i + 2048])) for i in range(0, len(inputs), 2048)]
-        return np.concatenate(out, axis=1)
+        return head_probs(self.scan_model_, inputs)
 
     # ---- step 4
     def selflabel_network(self, x):
@@ -426,8 +431,7 @@ class SCAN(Method):
         model.compile(keras.optimizers.Adam(p["learning_rate"]))
         hist = train_scan(model, feats, neighbours, epochs=p["scan_epochs"], batch_size=p["batch_size"],
                           views=views if p["views"] else None, seed=self.seed + 3, verbose=p["verbose"])
-        probs = np.concatenate([ops.convert_to_numpy(model.probs(feats[i:i + 2048]))
-                                for i in range(0, len(feats), 2048)], axis=1)
+        probs = head_probs(model, feats)
         head_losses = scan_head_losses(probs, neighbours, p["entropy_weight"])
         self.student_scan_ = (model, training.lowest_loss(head_losses))
         self.log_.update(student_scan_neighbours_kept=kept / neighbours.shape[1],
@@ -468,9 +472,7 @@ class SCAN(Method):
             return self._merged(self._scan_probs(self._head_input(x))[self.best_head_])
         if step == "student scan" and self.student_scan_ is not None:
             model, head = self.student_scan_
-            feats = selflabel.student_embedding(self.student_, x)
-            return np.concatenate([ops.convert_to_numpy(model.probs(feats[i:i + 2048])[head])
-                                   for i in range(0, len(feats), 2048)]).astype(np.float32)
+            return head_probs(model, selflabel.student_embedding(self.student_, x))[head].astype(np.float32)
         if step not in ("selflabel", "student"):
             raise ValueError(f"step must be 'scan', 'selflabel', 'student' or 'student scan' (with student_scan), "
                              f"got {step!r}")
