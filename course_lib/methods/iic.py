@@ -277,7 +277,7 @@ class IIC(Method):
                     jitter=0.4, sobel=None, normalise=False, width=32, pool="gap", epochs=10, learning_rate=1e-3,
                     select_images=10000, monitor_images=2000, checkpoint_dir=None, verbose=0)
     presets = {
-        "quick": dict(epochs=8, copies=3, lamb=2.0, head_schedule="BBA"),  # CI: standard's on <= 3,000 images, 8 epochs
+        "quick": dict(epochs=5, copies=3, lamb=2.0, head_schedule="BBA"),  # CI: standard's on <= 3,000 images, 5 epochs
         "standard": dict(epochs=6, copies=3, lamb=2.0, head_schedule="BBA"),  # as many epochs as ~30 CPU min allow
         # a GPU: 100 epochs, wider, the official ClusterNet's flattened map: ~20 min of a T4
         "full": dict(epochs=100, width=64, pool="flatten", lamb=2.0, head_schedule="BBA"),
