@@ -194,7 +194,7 @@ class DeepCluster(Method):
         "full": dict(epochs=50, widths=(96, 256, 384, 384, 256), fc=4096, dropout=0.5, pca_dim=256,
                      optimizer="sgd", learning_rate=0.05, batch_size=256),
     }
-    smoke = dict(epochs=3, batch_size=64, pca_dim=32, final_n_init=1)
+    smoke = dict(epochs=2, batch_size=64, pca_dim=32, final_n_init=1)  # 2 reassignments: the loss must fall
 
     def __init__(self, n_clusters: int, seed: int = 0, **params):
         super().__init__(n_clusters, seed, **{**self.defaults, **params})

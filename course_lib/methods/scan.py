@@ -165,7 +165,7 @@ class SCAN(Method):
                      selflabel_epochs=5, width=64, batch_size=512),  # a GPU: ~40 min of a T4
     }
     # threshold 0: in a few steps no sample is 0.99-confident, and the smoke run must reach self-labeling
-    smoke = dict(pretext_epochs=3, scan_epochs=3, selflabel_rounds=1, selflabel_epochs=1, selflabel_min_steps=0,
+    smoke = dict(pretext_epochs=2, scan_epochs=2, selflabel_rounds=1, selflabel_epochs=1, selflabel_min_steps=0,
                  batch_size=64, threshold=0.0)
     pretexts = ("simclr", "rotnet")
     selflabel_on_images = True  # self-labeling trains on strongly augmented images
