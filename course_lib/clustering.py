@@ -70,6 +70,31 @@ class FeaturePipeline:
         return self.fit(f).transform(f)
 
 
+class JointPipeline:
+    """Two descriptors side by side: the first columns and the last `tail` columns each through their own
+    FeaturePipeline (PCA, whitening, L2), the second scaled by `weight`, joined, L2-normalised again. With both
+    parts unit length, `weight` sets the second part's share of every cosine similarity."""
+
+    def __init__(self, tail: int, weight: float, pca_dim: int | None = 64, whiten: bool = True, seed: int = 0):
+        self.tail, self.weight = int(tail), float(weight)
+        self.parts = [FeaturePipeline(pca_dim, whiten, True, seed), FeaturePipeline(pca_dim, whiten, True, seed)]
+
+    def _split(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return f[:, :-self.tail], f[:, -self.tail:]
+
+    def fit(self, f: np.ndarray) -> "JointPipeline":
+        for part, cols in zip(self.parts, self._split(f)):
+            part.fit(cols)
+        return self
+
+    def transform(self, f: np.ndarray) -> np.ndarray:
+        a, b = (part.transform(cols) for part, cols in zip(self.parts, self._split(f)))
+        return normalize(np.concatenate([a, self.weight * b], axis=1)).astype(np.float32)
+
+    def fit_transform(self, f: np.ndarray) -> np.ndarray:
+        return self.fit(f).transform(f)
+
+
 class SampledAgglomerative:
     """Ward agglomerative clustering in bounded memory: Ward on a sample of N rows, the rest to the nearest
     cluster mean.

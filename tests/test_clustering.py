@@ -91,3 +91,14 @@ def test_merge_by_links_places_a_cluster_no_sample_chose_and_refuses_to_split():
     assert (merge.sum(1) == 1).all() and adjusted_rand_score(y, (probs @ merge).argmax(1)) == 1.0
     with pytest.raises(ValueError, match="over-cluster"):
         clustering.merge_by_links(probs, neighbours, 4)
+
+
+def test_joint_pipeline_gives_the_second_part_its_weight_in_every_similarity():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 20)), rng.normal(size=(300, 6))
+    joint = clustering.JointPipeline(tail=6, weight=0.5, pca_dim=8, whiten=True).fit(np.hstack([a, b]))
+    z = joint.transform(np.hstack([a, b]))
+    assert z.shape == (300, 8 + 6) and np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    za = clustering.FeaturePipeline(8, whiten=True).fit_transform(a)  # each part alone, unit length
+    zb = clustering.FeaturePipeline(8, whiten=True).fit_transform(b)  # 6 columns: no PCA, L2 only
+    np.testing.assert_allclose(z @ z.T, (za @ za.T + 0.25 * zb @ zb.T) / 1.25, atol=1e-4)

@@ -189,3 +189,16 @@ def test_scan_hog_hog_cell_sets_the_grain_of_the_descriptor():
     x = data.load_dataset("synthetic-signs", "train", max_images=4, n_images=4).x  # 32 px, 28 after the border
     assert ScanHog(5)._describe(x).shape[1] == 6 * 6 * 2 * 2 * 9  # 7 x 7 cells of 4 px
     assert ScanHog(5, hog_cell=7)._describe(x).shape[1] == 3 * 3 * 2 * 2 * 9  # 4 x 4 cells of 7 px
+
+
+def test_scan_hog_joins_autoencoder_codes_to_the_hog_and_describes_new_images_alike():
+    x = data.load_dataset("synthetic-signs", "train", max_images=96, n_images=96).x
+    est = ScanHog(5, ae_weight=0.5, ae_epochs=1, views=1)
+    f = est.pretext(x)
+    assert f.shape == (96, 64 + 64) and est.view_features_.shape == (1, 96, 128)
+    assert est.log_["autoencoder_seconds"] > 0 and "color_jitter" not in str([l.name for l in est._augmenter(x).layers])
+    # the second 64 columns are the codes' part, at half the HOG's length: 1 / 1.25 of each unit vector's square
+    np.testing.assert_allclose(np.sum(f[:, 64:] ** 2, axis=1), 0.25 / 1.25, atol=1e-4)
+    np.testing.assert_allclose(est.features(x[:10]), f[:10], atol=1e-4)  # new images: the same two pipelines
+    with pytest.raises(ValueError, match="ae_weight"):
+        ScanHog(5, ae_weight=-1)

@@ -246,9 +246,12 @@ class SCAN(Method):
 
         copies = 0 if self._end_to_end() else self.params["views"]
         raw = describe_views(x, self._describe, self._augmenter(x), copies)
-        self.pipeline_ = FeaturePipeline(pca_dim, whiten=whiten, l2=True, seed=self.seed).fit(raw[0])
+        self.pipeline_ = self._pipeline(pca_dim, whiten).fit(raw[0])
         self.pretext_features_ = self.pipeline_.transform(raw[0])
         self.view_features_ = np.stack([self.pipeline_.transform(r) for r in raw[1:]]) if copies else None
+
+    def _pipeline(self, pca_dim, whiten):
+        return FeaturePipeline(pca_dim, whiten=whiten, l2=True, seed=self.seed)
 
     def features(self, x):
         """Pretext features of new images (the fitted images': those fit() computed)."""

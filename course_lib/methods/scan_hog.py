@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import augment
 from . import register
+from ..clustering import JointPipeline
 from .features import hog_features
 from .scan import SCAN, copy_model
 
@@ -30,6 +31,10 @@ class ScanHog(SCAN):
     defaults = {**{k: v for k, v in SCAN.defaults.items()
                    if k not in ("pretext", "pretext_epochs", "width", "temperature", "end_to_end")},
                 "hue_bins": 0, "colour_weight": 0.5,
+                # ae_weight > 0: the codes of a convolutional autoencoder trained on the images for ae_epochs
+                # (`autoencoder-kmeans`'s network; it reconstructs the colour HOG drops) joined to the HOG, each
+                # part PCA-64 whitened and L2, the codes scaled by ae_weight (issue 20); no colour jitter then
+                "ae_weight": 0.0, "ae_epochs": 4,
                 "hog_cell": 4,  # HOG cell size in pixels (4: 6 x 6 blocks of a 28-pixel crop; 8: coarser shapes)
                 # chosen without labels (stability across seeds, `select`): 2 on digits and on GTSRB's training
                 # part, against 5 (results/digits-selection-scan-hog.md, gtsrb-selection-scan-hog.md) and against 1
@@ -41,26 +46,57 @@ class ScanHog(SCAN):
         "standard": dict(views=4, scan_epochs=40, selflabel_rounds=40, selflabel_epochs=5),
         "full": dict(views=4, scan_epochs=100, selflabel_rounds=40, selflabel_epochs=5),
     }
-    smoke = {k: v for k, v in SCAN.smoke.items() if k != "pretext_epochs"}
+    smoke = {**{k: v for k, v in SCAN.smoke.items() if k != "pretext_epochs"}, "ae_epochs": 1}
     pretexts = ("hog",)
     selflabel_on_images = False  # the MLP reads frozen descriptors
 
+    def __init__(self, n_clusters: int, seed: int = 0, **params):
+        super().__init__(n_clusters, seed, **params)
+        if float(self.params["ae_weight"]) < 0:
+            raise ValueError(f"ae_weight (the autoencoder codes' weight beside the HOG) must be >= 0 (0: HOG alone), "
+                             f"got {self.params['ae_weight']}")
+        self.autoencoder_ = None
+
     def pretext(self, x):
-        """Step 1, without learning: HOG descriptors of x and of `views` augmented copies, whitened, L2."""
+        """Step 1: HOG descriptors of x and of `views` augmented copies, whitened, L2 (with ae_weight, joined to the
+        codes of an autoencoder trained on x: the only learning in this step)."""
         t0 = time.perf_counter()
         self.backbone_ = None
+        self.autoencoder_ = self._autoencoder(x) if self.params["ae_weight"] else None
         self._describe_all(x, pca_dim=64, whiten=True)
         self.log_["pretext_seconds"] = time.perf_counter() - t0
         return self.pretext_features_
 
+    def _autoencoder(self, x):
+        """The convolutional autoencoder of `autoencoder-kmeans`, trained (MSE, no labels) on x for ae_epochs;
+        cached in cache_dir when one is given (else checkpointed as that method is, e.g. on Colab)."""
+        from .embeddings import AutoencoderKMeans
+
+        t0 = time.perf_counter()
+        cache = self._cache(x, "autoencoder", ("ae_epochs",))
+        ae = AutoencoderKMeans(self.n_clusters, self.seed, epochs=int(self.params["ae_epochs"]),
+                               checkpoint_dir=None if cache is None else str(cache), verbose=self.params["verbose"])
+        ae.train(x)
+        self.log_["autoencoder_seconds"] = time.perf_counter() - t0
+        return ae
+
     def _describe(self, x):
         hue = self.params["hue_bins"] if x.shape[-1] == 3 else 0
-        return hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0, cell=int(self.params["hog_cell"]),
-                            hue_bins=hue, colour_weight=self.params["colour_weight"] if hue else None)
+        hog = hog_features(np.asarray(x), border=2 if x.shape[1] >= 28 else 0, cell=int(self.params["hog_cell"]),
+                           hue_bins=hue, colour_weight=self.params["colour_weight"] if hue else None)
+        if self.autoencoder_ is None:
+            return hog
+        return np.concatenate([hog, self.autoencoder_.embed(x)], axis=1)
+
+    def _pipeline(self, pca_dim, whiten):
+        if self.autoencoder_ is None:
+            return super()._pipeline(pca_dim, whiten)
+        return JointPipeline(self.autoencoder_.params["code_dim"], self.params["ae_weight"], pca_dim, whiten, self.seed)
 
     def _augmenter(self, x, seed=0):
-        """SCAN's strong views; with hue histograms in the descriptor, no colour jitter (it would move the hue)."""
-        colour = x.shape[-1] == 3 and not self.params["hue_bins"]
+        """SCAN's strong views; with colour in the descriptor (hue histograms, the autoencoder's codes), no colour
+        jitter (it would move the colour the descriptor reads)."""
+        colour = x.shape[-1] == 3 and not self.params["hue_bins"] and not self.params["ae_weight"]
         return augment.strong_augmenter(colour=colour, seed=self.seed + seed)
 
     def _end_to_end(self) -> bool:
