@@ -33,7 +33,9 @@ class ScanHog(SCAN):
                 "hue_bins": 0, "colour_weight": 0.5,
                 # ae_weight > 0: the codes of a convolutional autoencoder trained on the images for ae_epochs
                 # (`autoencoder-kmeans`'s network; it reconstructs the colour HOG drops) joined to the HOG, each
-                # part PCA-64 whitened and L2, the codes scaled by ae_weight (issue 20); no colour jitter then
+                # part PCA-64 whitened and L2, the codes scaled by ae_weight (issue 20); no colour jitter then.
+                # Off: `select` picks 0.5, but its clusters split classes by brightness and score lower on
+                # unseen signs (results/NOTES.md)
                 "ae_weight": 0.0, "ae_epochs": 4,
                 "hog_cell": 4,  # HOG cell size in pixels (4: 6 x 6 blocks of a 28-pixel crop; 8: coarser shapes)
                 # chosen without labels (stability across seeds, `select`): 2 on digits and on GTSRB's training
