@@ -173,7 +173,7 @@ def without_onednn() -> None:
     weight gradient ~50x slower than TensorFlow's own kernel (11.8 s against 0.25 s for one 64-channel 3x3 layer
     on 64 images of 32x32); the emulated check then ran past CI's 25 minutes in SimCLR's first epoch. A GPU never
     runs these CPU kernels and float32 runs are not concerned. A TF_ENABLE_ONEDNN_OPTS the user set is kept."""
-    if "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+    if sys.modules.get("tensorflow") is not None and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
         print("note: TensorFlow is already loaded, oneDNN stays on (float16 gradients may be slow on this CPU)",
               file=sys.stderr)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -267,7 +267,7 @@ def setup(seed: int = 0, profile: str | Profile | None = None, mixed_precision: 
                     "it runs on the host CPU. Choose a GPU runtime (Colab: T4; Kaggle: T4 x2 or P100)")
         distribute.set_strategy(strategy)
     elif emulate_replicas:
-        raise ValueError("emulate_replicas needs the TensorFlow backend (tf.distribute): set KERAS_BACKEND=tensorflow")
+        raise ValueError("emulate_replicas needs the TensorFlow or JAX backend: set KERAS_BACKEND=tensorflow")
     else:
         if mixed_precision is None:
             mixed_precision = has_accelerator()
