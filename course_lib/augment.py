@@ -14,6 +14,20 @@ from keras import layers
 F32 = "float32"
 
 
+def jit_ready(augmenter: keras.Sequential) -> keras.Sequential:
+    """`augmenter`, compiled with the training step on the JAX backend.
+
+    Keras marks its geometric layers (RandomTranslation, RandomRotation, RandomZoom) as not XLA-compatible:
+    TensorFlow's XLA has no kernel for their ImageProjectiveTransformV3 op, so `compile(jit_compile="auto")`
+    leaves any model holding one uncompiled. On TensorFlow that is still a graph; on JAX it means every training
+    step runs op by op: the supervised CNN trained at 111 images/s on an H200 (2026-12-04, results/gpu/). On
+    JAX these layers are jax.numpy (map_coordinates) and compile, so there they say so."""
+    if keras.backend.backend() == "jax":
+        for layer in augmenter.layers:
+            layer.supports_jit = True
+    return augmenter
+
+
 def weak_augmenter(flips: bool = False, seed: int = 0, name: str = "weak_augment") -> keras.Sequential:
     """Small shifts, rotations and zooms: label-preserving for signs and digits."""
     ops = [
@@ -23,7 +37,7 @@ def weak_augmenter(flips: bool = False, seed: int = 0, name: str = "weak_augment
     ]
     if flips:
         ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 3, dtype=F32))
-    return keras.Sequential(ops, name=name)
+    return jit_ready(keras.Sequential(ops, name=name))
 
 
 def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0,
@@ -49,7 +63,7 @@ def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0,
     ops.append(layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), value_range=(0, 255), seed=seed + 5, dtype=F32))
     if flips:
         ops.insert(0, layers.RandomFlip("horizontal", seed=seed + 6, dtype=F32))
-    return keras.Sequential(ops, name=name)
+    return jit_ready(keras.Sequential(ops, name=name))
 
 
 def augmenter(kind: str | None, colour: bool = True, seed: int = 0):

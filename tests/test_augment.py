@@ -20,3 +20,35 @@ def test_augmenter_changes_images_in_training_only():
     aug = augment.augmenter("strong", colour=True, seed=0)
     assert np.allclose(aug(x, training=False), x)
     assert not np.allclose(aug(x, training=True), x)
+
+
+def _compiles(augmenter) -> bool:
+    """Whether compile(jit_compile="auto") compiles the training step of a model holding `augmenter`."""
+    import keras
+    from keras.src.trainers.trainer import model_supports_jit
+
+    from course_lib import training
+
+    inputs = keras.Input((32, 32, 3))
+    net = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    return model_supports_jit(keras.Model(inputs, net(training.TrainingOnly(augmenter)(inputs))))
+
+
+def test_augmenters_compile_with_the_training_step_on_jax_only(monkeypatch):
+    """On an H200 with KERAS_BACKEND=jax (2026-12-04) the supervised CNN trained at 111 images/s: Keras' geometric
+    layers say they cannot be compiled (true of TensorFlow's XLA only), so JAX ran every step op by op. On JAX the
+    kit's augmenters say they can; on TensorFlow they keep Keras' answer (no XLA for ImageProjectiveTransformV3)."""
+    import keras
+
+    from course_lib.methods.iic import iic_views
+
+    def everything():
+        original, perturbed, _ = iic_views((32, 32, 3))
+        return [augment.weak_augmenter(), augment.strong_augmenter(), augment.strong_augmenter(colour=False),
+                original, perturbed]
+
+    assert not any(_compiles(a) for a in everything())  # TensorFlow, the default backend of the tests
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    made_for_jax = everything()
+    monkeypatch.undo()
+    assert all(_compiles(a) for a in made_for_jax)

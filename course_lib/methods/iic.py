@@ -29,7 +29,7 @@ import numpy as np
 from keras import layers, ops
 
 from .. import losses, metrics, training
-from ..augment import F32
+from ..augment import F32, jit_ready
 from ..distribute import per_replica
 from ..models import small_cnn_backbone
 from . import Method, register
@@ -68,7 +68,7 @@ def iic_views(input_shape, input_size: int = 24, crop: float = 0.72, view_scale=
     elif jitter:
         perturbed += [layers.RandomBrightness(jitter / 2, value_range=(0, 255), seed=seed + 4, dtype=F32),
                       layers.RandomContrast(jitter, value_range=(0, 255), seed=seed + 5, dtype=F32)]
-    return original, keras.Sequential(perturbed, name="perturbed_view"), evaluation
+    return jit_ready(original), jit_ready(keras.Sequential(perturbed, name="perturbed_view")), evaluation
 
 
 def iic_batches(x, batch_images: int, copies: int, original, perturbed, seed: int = 0, shuffle: bool = True):
