@@ -48,3 +48,18 @@ def test_full_path_trains_under_mixed_float16_on_two_replicas(emulated, method):
     assert row["images_per_second"] > 0 and row["projected_minutes"] > 0
     assert row["t4_minutes"] <= 60, row  # the full profile is planned to fit a Colab session
     assert row["ok"]
+
+
+def test_iic_speed_is_read_from_an_epoch_that_did_not_compile():
+    """IIC's smoke schedule is B, B, A: the last epoch is head A's first, which compiles head A's step. On an H200
+    (2026-12-04) that epoch read 247 images/s against 38,847 for the steady one; the check takes the last epoch of
+    a head that had trained before."""
+    from types import SimpleNamespace
+
+    from course_lib.gpucheck import curves_and_speed
+
+    est = SimpleNamespace(params={"copies": 5}, batch_images=lambda: 32,
+                          history_={"loss": [-7.0, -7.3, -9.0], "head": [1.0, 1.0, 0.0], "seconds": [9.0, 0.5, 8.0]})
+    curves, speed = curves_and_speed("iic", est, 384)
+    assert curves == {"head B": [-7.0, -7.3]}
+    assert speed == pytest.approx(384 * 6 / 0.5)  # 12 batches of 32 images and their 5 copies in 0.5 s
