@@ -267,7 +267,7 @@ def setup(seed: int = 0, profile: str | Profile | None = None, mixed_precision: 
                     "it runs on the host CPU. Choose a GPU runtime (Colab: T4; Kaggle: T4 x2 or P100)")
         distribute.set_strategy(strategy)
     elif emulate_replicas:
-        raise ValueError("emulate_replicas needs the TensorFlow or JAX backend: set KERAS_BACKEND=tensorflow")
+        raise ValueError("emulate_replicas needs the TensorFlow backend (tf.distribute): set KERAS_BACKEND=tensorflow")
     else:
         if mixed_precision is None:
             mixed_precision = has_accelerator()
