@@ -133,10 +133,14 @@ def cnn_student(input_shape, n_classes: int, width: int = 32, augmenter=None,
     return model
 
 
+def student_parts(student: keras.Model) -> tuple:
+    """(backbone, softmax layer) of a `cnn_student` (with or without the augmenter in front)."""
+    clf = next((l for l in student.layers if isinstance(l, keras.Model) and l.name == student.name), student)
+    return clf.layers[1], clf.layers[-1]  # classifier(): input -> backbone -> dropout -> softmax
+
+
 def student_embedding(student: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The L2-normalised features a `cnn_student` computes before its softmax (N x d): what it learned from the
     pixels (colour, the pictogram inside the rim), to mine neighbours in (`SCAN(refine=1)`)."""
-    clf = next((l for l in student.layers if isinstance(l, keras.Model) and l.name == student.name), student)
-    backbone = clf.layers[1]  # classifier(): input -> backbone -> dropout -> softmax
-    feats = pretext.embed(backbone, x, batch_size)
+    feats = pretext.embed(student_parts(student)[0], x, batch_size)
     return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from course_lib import benchmark, data, metrics
+from course_lib import benchmark, data, metrics, selflabel
 from course_lib.methods import scan
 from course_lib.methods.scan_hog import ScanHog
 
@@ -147,6 +147,27 @@ def test_refine_distils_again_and_student_scan_clusters_the_students_embedding()
         ScanHog(10, refine=1)  # no student to mine in
     with pytest.raises(ValueError, match="student_scan"):
         ScanHog(10, student_scan=True)
+
+
+def test_student_finetune_trains_the_student_end_to_end_with_the_scan_loss():
+    """student_finetune: the CNN student's network, its softmax the one head, trained on augmented (image,
+    neighbour) pairs with the SCAN loss; it starts from the student's clustering and lowers the SCAN loss."""
+    ds = data.load_dataset("digits", "train", max_images=600)
+    est = ScanHog(10, scan_epochs=40, batch_size=64, threshold=0.9, selflabel_rounds=1, selflabel_min_steps=120,
+                  student="cnn", student_width=8, student_epochs=6, student_rounds=1, student_finetune=3)
+    est.fit(ds.x)
+    before, after = est.log_["student_finetune_loss"]
+    assert np.isfinite(after) and after < before  # the SCAN loss on every (image, neighbour) pair goes down
+    assert 0.0 < est.log_["student_finetune_neighbours_kept"] < 1.0  # mined in HOG + the student's features
+    steps = est.predict_steps(ds.x)
+    assert list(steps)[-2:] == ["student", "student finetuned"]
+    np.testing.assert_array_equal(est.predict(ds.x), steps["student finetuned"])
+    assert est.finetuned_.encoder is not selflabel.student_parts(est.student_)[0]  # a copy: the student stays
+    assert metrics.hungarian_accuracy(ds.y, steps["student finetuned"]) > 0.5  # chance 0.1
+    with pytest.raises(ValueError, match="student_finetune"):
+        ScanHog(10, student_finetune=2)  # no student to fine-tune
+    with pytest.raises(ValueError, match="student_finetune"):
+        ScanHog(10, student="cnn", student_finetune=2, student_scan=True)
 
 
 def test_notebook_06_writes_out_the_librarys_scan_model():

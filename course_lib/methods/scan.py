@@ -153,7 +153,7 @@ class SCAN(Method):
                     end_to_end=False, views=0, threshold=0.99, selflabel_rounds=5, selflabel_epochs=2,
                     selflabel_min_steps=200, student=None, student_epochs=15, student_width=32, student_rounds=2,
                     student_select="confident", student_agreement=0.8, refine=0,
-                    student_scan=False, cache_dir=None, verbose=0)
+                    student_scan=False, student_finetune=0, student_finetune_weight=1.0, cache_dir=None, verbose=0)
     presets = {
         # a CPU: short SimCLR, the SCAN step on the frozen embedding, self-labeling fine-tunes the whole CNN
         "quick": dict(pretext_epochs=5, scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
@@ -186,11 +186,18 @@ class SCAN(Method):
         if self.params["student_scan"] and self.params["student"] != "cnn":
             raise ValueError("student_scan=True runs the SCAN step on the CNN student's embedding: it needs "
                              f"student='cnn', got student={self.params['student']!r}")
+        if int(self.params["student_finetune"]) < 0 or (int(self.params["student_finetune"]) and
+                                                         (self.params["student"] != "cnn" or self.params["student_scan"])):
+            raise ValueError("student_finetune (epochs of the SCAN loss end to end through the CNN student) must be 0, "
+                             "or > 0 with student='cnn' and without student_scan, got "
+                             f"student_finetune={self.params['student_finetune']}, student={self.params['student']!r}, "
+                             f"student_scan={self.params['student_scan']}")
         if int(self.params["overcluster"]) < 1:
             raise ValueError(f"overcluster must be an integer >= 1 (1: no over-clustering), got {self.params['overcluster']}")
         self.log_, self.classifier_, self.student_, self.merge_ = {}, None, None, None
         self.first_student_ = None  # with refine: the student of the first pass
         self.student_scan_ = None  # with student_scan: (SCAN network on the student's embedding, kept head)
+        self.finetuned_ = None  # with student_finetune: the student's network trained end to end with the SCAN loss
 
     def _say(self, msg):
         if self.params["verbose"]:
@@ -386,6 +393,8 @@ class SCAN(Method):
                 break
         if p["student_scan"]:
             self.scan_on_student(x)
+        if int(p["student_finetune"]):
+            self.finetune_student(x, feats)
         return self
 
     def refine(self, x, feats) -> bool:
@@ -444,6 +453,44 @@ class SCAN(Method):
                   f"{kept / neighbours.shape[1]:.0%} of the pretext's neighbours kept")
         return True
 
+    def finetune_student(self, x, feats) -> bool:
+        """issue 20: SCAN end to end through the CNN student, as the paper trains its network: the student's
+        backbone with its softmax as the one head, trained on strongly augmented (image, neighbour) pairs with
+        the SCAN loss for `student_finetune` epochs at learning_rate / 10 and entropy weight
+        `student_finetune_weight`, starting from the student's clustering. The neighbours are mined in the
+        pretext features joined to the student's (as `refine`). The fine-tuned network gives the final clustering.
+        False when there is no student to start from."""
+        p = self.params
+        if self.student_ is None:
+            self.log_["student_finetune_stop"] = "the student kept no round: nothing to fine-tune"
+            return False
+        t0 = time.perf_counter()
+        backbone, softmax = selflabel.student_parts(self.student_)
+        joint = np.concatenate([feats, selflabel.student_embedding(self.student_, x)], axis=1) / np.sqrt(2)
+        neighbours = mine_neighbours(joint, p["n_neighbours"])
+        kept = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)]))
+        aug = self._augmenter(x, 4)
+        model = SCANModel(copy_model(backbone), self.n_clusters, 1, p["student_finetune_weight"],
+                          training.on_device(aug))
+        model.probs(x[:1].astype("float32"))  # build, then start from the student's softmax
+        model.heads[0].set_weights(softmax.get_weights())
+        model.compile(keras.optimizers.Adam(p["learning_rate"] / 10))
+        start = head_probs(model, x.astype("float32"))
+        hist = train_scan(model, x, neighbours, epochs=int(p["student_finetune"]), batch_size=p["batch_size"],
+                          augmenter=aug, seed=self.seed + 4, verbose=p["verbose"])
+        probs = head_probs(model, x.astype("float32"))
+        self.finetuned_ = model
+        self.log_.update(
+            student_finetune_neighbours_kept=kept / neighbours.shape[1], student_finetune_history=hist["loss"],
+            student_finetune_loss=[float(scan_head_losses(q, neighbours, p["student_finetune_weight"])[0])
+                                   for q in (start, probs)],  # before, after: the SCAN loss on all pairs
+            student_finetune_clusters_used=int(len(np.unique(probs[0].argmax(1)))),
+            student_finetune_seconds=time.perf_counter() - t0)
+        self._say(f"SCAN through the student: loss {self.log_['student_finetune_loss'][0]:.3f} -> "
+                  f"{self.log_['student_finetune_loss'][1]:.3f}, {self.log_['student_finetune_clusters_used']} "
+                  f"clusters used, {kept / neighbours.shape[1]:.0%} of the pretext's neighbours kept")
+        return True
+
     def _end_to_end(self) -> bool:
         return bool(self.params.get("end_to_end"))
 
@@ -462,13 +509,16 @@ class SCAN(Method):
                 out[step] = self.predict_proba(x, step).argmax(1)
         if self.student_scan_ is not None:
             out["student scan"] = self.predict_proba(x, "student scan").argmax(1)
+        if self.finetuned_ is not None:
+            out["student finetuned"] = self.predict_proba(x, "student finetuned").argmax(1)
         return out
 
     def predict_proba(self, x, step: str | None = None):
         """Cluster probabilities after the last step run (the SCAN step on the student's embedding, else the
         student, else self-labeling when it kept a round, else SCAN), or after `step` = "scan" | "selflabel" |
         "student" | "student scan"."""
-        step = step or ("student scan" if self.student_scan_ is not None else
+        step = step or ("student finetuned" if self.finetuned_ is not None else
+                        "student scan" if self.student_scan_ is not None else
                         "student" if self.student_ is not None else
                         "selflabel" if self.classifier_ is not None else "scan")
         if step == "scan":
@@ -476,9 +526,11 @@ class SCAN(Method):
         if step == "student scan" and self.student_scan_ is not None:
             model, head = self.student_scan_
             return head_probs(model, selflabel.student_embedding(self.student_, x))[head].astype(np.float32)
+        if step == "student finetuned" and self.finetuned_ is not None:
+            return head_probs(self.finetuned_, x.astype("float32"))[0].astype(np.float32)
         if step not in ("selflabel", "student"):
-            raise ValueError(f"step must be 'scan', 'selflabel', 'student' or 'student scan' (with student_scan), "
-                             f"got {step!r}")
+            raise ValueError(f"step must be 'scan', 'selflabel', 'student', 'student scan' (with student_scan) or "
+                             f"'student finetuned' (with student_finetune), got {step!r}")
         model = self.classifier_ if step == "selflabel" else self.student_
         if model is None:
             raise ValueError(f"the {step} step kept no model (see log_): use step='scan'")
