@@ -170,6 +170,18 @@ def test_student_finetune_trains_the_student_end_to_end_with_the_scan_loss():
         ScanHog(10, student="cnn", student_finetune=2, student_scan=True)
 
 
+def test_scan_hog_cnn_fine_tunes_its_student_on_every_profile_and_scan_hog_does_not():
+    """One name, one algorithm: every profile of scan-hog+cnn runs the SCAN fine-tune (chosen by `select`);
+    the profiles change its size only."""
+    from course_lib import runtime
+    from course_lib.methods.scan_hog import ScanHogCNN
+
+    for name in ("quick", "standard", "full"):
+        assert ScanHogCNN.for_profile(43, runtime.get_profile(name)).params["student_finetune"] == 3
+        assert ScanHog.for_profile(43, runtime.get_profile(name)).params["student_finetune"] == 0
+    assert ScanHogCNN.for_smoke(43).params["student_finetune"] == 1
+
+
 def test_notebook_06_writes_out_the_librarys_scan_model():
     """Notebook 06 defines SCANModel in a cell a student can change; it must be the library's, line for line."""
     import inspect

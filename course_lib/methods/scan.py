@@ -514,9 +514,9 @@ class SCAN(Method):
         return out
 
     def predict_proba(self, x, step: str | None = None):
-        """Cluster probabilities after the last step run (the SCAN step on the student's embedding, else the
-        student, else self-labeling when it kept a round, else SCAN), or after `step` = "scan" | "selflabel" |
-        "student" | "student scan"."""
+        """Cluster probabilities after the last step run (the student fine-tuned with the SCAN loss, else the SCAN
+        step on the student's embedding, else the student, else self-labeling when it kept a round, else SCAN), or
+        after `step` = "scan" | "selflabel" | "student" | "student scan" | "student finetuned"."""
         step = step or ("student finetuned" if self.finetuned_ is not None else
                         "student scan" if self.student_scan_ is not None else
                         "student" if self.student_ is not None else
