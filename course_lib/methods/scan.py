@@ -397,6 +397,17 @@ class SCAN(Method):
             self.finetune_student(x, feats)
         return self
 
+    def _mine_with_student(self, x, feats) -> np.ndarray:
+        """Neighbours mined in the pretext features joined to the CNN student's embedding (each L2-normalised,
+        halves of equal weight): what `refine` and `student_finetune` train on."""
+        joint = np.concatenate([feats, selflabel.student_embedding(self.student_, x)], axis=1) / np.sqrt(2)
+        return mine_neighbours(joint, self.params["n_neighbours"])
+
+    def _share_kept(self, neighbours) -> float:
+        """The share of the pretext's neighbours (`neighbours_`) that `neighbours` keep."""
+        return float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)])
+                     / neighbours.shape[1])
+
     def refine(self, x, feats) -> bool:
         """One pass of iterated distillation (issue 20): the CNN student's features, which see what the pretext
         features may miss (on GTSRB: colour, the pictogram inside the rim), are joined to the pretext features
@@ -408,9 +419,8 @@ class SCAN(Method):
             self.log_["refine_stop"] = "the student kept no round: nothing to refine from"
             return False
         t0 = time.perf_counter()
-        joint = np.concatenate([feats, selflabel.student_embedding(self.student_, x)], axis=1) / np.sqrt(2)
-        neighbours = mine_neighbours(joint, p["n_neighbours"])
-        kept = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)]) / neighbours.shape[1])
+        neighbours = self._mine_with_student(x, feats)
+        kept = self._share_kept(neighbours)
         passes = self.log_.pop("passes", [])
         self.log_ = {**{k: self.log_[k] for k in ("pretext_seconds", "mining_seconds") if k in self.log_},
                      "passes": passes + [dict(self.log_)], "refine_neighbours_kept": kept}
@@ -438,7 +448,7 @@ class SCAN(Method):
                                p["views"])
         feats = views[0]
         neighbours = mine_neighbours(feats, p["n_neighbours"])
-        kept = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)]))
+        kept = self._share_kept(neighbours)
         model = SCANModel(feature_encoder(feats.shape[1]), self.n_clusters, p["n_heads"], p["entropy_weight"])
         model.compile(keras.optimizers.Adam(p["learning_rate"]))
         hist = train_scan(model, feats, neighbours, epochs=p["scan_epochs"], batch_size=p["batch_size"],
@@ -446,11 +456,11 @@ class SCAN(Method):
         probs = head_probs(model, feats)
         head_losses = scan_head_losses(probs, neighbours, p["entropy_weight"])
         self.student_scan_ = (model, training.lowest_loss(head_losses))
-        self.log_.update(student_scan_neighbours_kept=kept / neighbours.shape[1],
+        self.log_.update(student_scan_neighbours_kept=kept,
                          student_scan_head_losses=head_losses.tolist(), student_scan_history=hist["loss"],
                          student_scan_seconds=time.perf_counter() - t0)
         self._say(f"SCAN on the student's embedding: head losses {np.round(head_losses, 3)}, "
-                  f"{kept / neighbours.shape[1]:.0%} of the pretext's neighbours kept")
+                  f"{kept:.0%} of the pretext's neighbours kept")
         return True
 
     def finetune_student(self, x, feats) -> bool:
@@ -466,9 +476,8 @@ class SCAN(Method):
             return False
         t0 = time.perf_counter()
         backbone, softmax = selflabel.student_parts(self.student_)
-        joint = np.concatenate([feats, selflabel.student_embedding(self.student_, x)], axis=1) / np.sqrt(2)
-        neighbours = mine_neighbours(joint, p["n_neighbours"])
-        kept = float(np.mean([len(np.intersect1d(a, b)) for a, b in zip(neighbours, self.neighbours_)]))
+        neighbours = self._mine_with_student(x, feats)
+        kept = self._share_kept(neighbours)
         aug = self._augmenter(x, 4)
         model = SCANModel(copy_model(backbone), self.n_clusters, 1, p["student_finetune_weight"],
                           training.on_device(aug))
@@ -481,14 +490,14 @@ class SCAN(Method):
         probs = head_probs(model, x.astype("float32"))
         self.finetuned_ = model
         self.log_.update(
-            student_finetune_neighbours_kept=kept / neighbours.shape[1], student_finetune_history=hist["loss"],
+            student_finetune_neighbours_kept=kept, student_finetune_history=hist["loss"],
             student_finetune_loss=[float(scan_head_losses(q, neighbours, p["student_finetune_weight"])[0])
                                    for q in (start, probs)],  # before, after: the SCAN loss on all pairs
             student_finetune_clusters_used=int(len(np.unique(probs[0].argmax(1)))),
             student_finetune_seconds=time.perf_counter() - t0)
         self._say(f"SCAN through the student: loss {self.log_['student_finetune_loss'][0]:.3f} -> "
                   f"{self.log_['student_finetune_loss'][1]:.3f}, {self.log_['student_finetune_clusters_used']} "
-                  f"clusters used, {kept / neighbours.shape[1]:.0%} of the pretext's neighbours kept")
+                  f"clusters used, {kept:.0%} of the pretext's neighbours kept")
         return True
 
     def _end_to_end(self) -> bool:
