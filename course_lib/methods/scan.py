@@ -478,16 +478,16 @@ class SCAN(Method):
         backbone, softmax = selflabel.student_parts(self.student_)
         neighbours = self._mine_with_student(x, feats)
         kept = self._share_kept(neighbours)
-        aug = self._augmenter(x, 4)
+        aug, images = self._augmenter(x, 4), x.astype("float32")
         model = SCANModel(copy_model(backbone), self.n_clusters, 1, p["student_finetune_weight"],
                           training.on_device(aug))
-        model.probs(x[:1].astype("float32"))  # build, then start from the student's softmax
+        model.probs(images[:1])  # build, then start from the student's softmax
         model.heads[0].set_weights(softmax.get_weights())
         model.compile(keras.optimizers.Adam(p["learning_rate"] / 10))
-        start = head_probs(model, x.astype("float32"))
+        start = head_probs(model, images)
         hist = train_scan(model, x, neighbours, epochs=int(p["student_finetune"]), batch_size=p["batch_size"],
                           augmenter=aug, seed=self.seed + 4, verbose=p["verbose"])
-        probs = head_probs(model, x.astype("float32"))
+        probs = head_probs(model, images)
         self.finetuned_ = model
         self.log_.update(
             student_finetune_neighbours_kept=kept, student_finetune_history=hist["loss"],
