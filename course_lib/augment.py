@@ -40,17 +40,22 @@ def weak_augmenter(flips: bool = False, seed: int = 0, name: str = "weak_augment
     return jit_ready(keras.Sequential(ops, name=name))
 
 
-def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0,
+def strong_augmenter(flips: bool = False, colour: bool = True, seed: int = 0, blur: float = 0.0,
                      name: str = "strong_augment") -> keras.Sequential:
     """Crops, rotations, colour changes and cutout: the 'strong' views of SimCLR / SCAN self-labeling.
 
-    Works on images in [0, 255]. colour=False for greyscale data.
+    Works on images in [0, 255]. colour=False for greyscale data. blur: the share of images blurred by a
+    Gaussian (5x5 kernel, sigma 0.5-1 pixel, one sigma a batch), as SimCLR's views and SCAN's RandAugment
+    (its Sharpness op) change sharpness: a far, blurred frame of a sign and a near, sharp one then look alike.
     """
     ops = [
         layers.RandomZoom((-0.35, 0.1), fill_mode="nearest", seed=seed, dtype=F32),
         layers.RandomTranslation(0.12, 0.12, fill_mode="nearest", seed=seed + 1, dtype=F32),
         layers.RandomRotation(0.06, fill_mode="nearest", seed=seed + 2, dtype=F32),
     ]
+    if blur:  # factor (p, p): each image blurred with probability p
+        ops.append(layers.RandomGaussianBlur(factor=(blur, blur), kernel_size=5, sigma=(0.5, 1.0),
+                                             value_range=(0, 255), seed=seed + 7, dtype=F32))
     if colour:
         ops += [
             layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.4, contrast_factor=0.4,

@@ -4,7 +4,7 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from course_lib import clustering, metrics
+from course_lib import clustering, data, metrics
 
 
 def test_k_larger_than_the_number_of_images_is_a_value_error():
@@ -91,6 +91,26 @@ def test_merge_by_links_places_a_cluster_no_sample_chose_and_refuses_to_split():
     assert (merge.sum(1) == 1).all() and adjusted_rand_score(y, (probs @ merge).argmax(1)) == 1.0
     with pytest.raises(ValueError, match="over-cluster"):
         clustering.merge_by_links(probs, neighbours, 4)
+
+
+def test_merge_linked_pairs_joins_the_halves_of_a_class_and_leaves_real_classes_alone():
+    """issue 20: a class cut in two is one closed group of neighbour links, R(half, half) > 1; on real digits
+    the true classes keep most of their strays elsewhere (R < 1), so none is joined; no number of clusters given."""
+    ds = data.load_dataset("digits", "train")
+    x, y = ds.x.reshape(len(ds.x), -1).astype("float32"), ds.y
+    neighbours = clustering.nearest_neighbours(x, 10, metric="cosine")
+    assert (y[neighbours] != y[:, None]).mean() > 0.02  # the classes touch: links between them exist
+    merge, joins = clustering.merge_linked_pairs(y, neighbours, 10)
+    assert joins == [] and (merge == np.eye(10)).all()
+    four = np.flatnonzero(y == 4)  # the 4s cut along their first principal direction: a near/far-like split
+    centred = x[four] - x[four].mean(0)
+    side = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    halves = y.copy()
+    halves[four[side > np.median(side)]] = 10
+    merge, joins = clustering.merge_linked_pairs(halves, neighbours, 11)
+    assert [(a, b) for a, b, _ in joins] == [(4, 10)] and joins[0][2] > 1
+    merged = (np.eye(11)[halves] @ merge).argmax(1)
+    assert adjusted_rand_score(y, merged) == 1.0 and merge[:, 10].sum() == 0  # the joined-away cluster is empty
 
 
 def test_joint_pipeline_gives_the_second_part_its_weight_in_every_similarity():

@@ -170,6 +170,32 @@ def test_student_finetune_trains_the_student_end_to_end_with_the_scan_loss():
         ScanHog(10, student="cnn", student_finetune=2, student_scan=True)
 
 
+def test_merge_pairs_joins_only_closed_pairs_of_the_last_steps_clusters():
+    """merge_pairs: the last step's clusters joined where their mined neighbours' links are closed
+    (`clustering.merge_linked_pairs`). On digits' ten SCAN clusters nothing is joined; two clusters whose members'
+    neighbours all lie in the other are."""
+    ds = data.load_dataset("digits", "train", max_images=600)
+    est = ScanHog(10, scan_epochs=40, batch_size=64, threshold=0.9, selflabel_rounds=1, selflabel_min_steps=120,
+                  merge_pairs=True)
+    est.fit(ds.x)
+    steps = est.predict_steps(ds.x)
+    assert list(steps)[-2:] == ["selflabel", "merged pairs"] and est.log_["merge_pairs_joined"] == []
+    np.testing.assert_array_equal(steps["merged pairs"], steps["selflabel"])
+    assert metrics.hungarian_accuracy(ds.y, est.predict(ds.x)) > 0.6  # chance 0.1
+    labels = steps["selflabel"]
+    a, b = np.bincount(labels, minlength=10).argsort()[-2:]  # the two largest clusters made one closed group
+    pool = np.flatnonzero(np.isin(labels, [a, b]))
+    est.neighbours_ = est.neighbours_.copy()
+    est.neighbours_[pool] = np.random.default_rng(0).choice(pool, est.neighbours_[pool].shape)
+    est.merge_pairs(ds.x)
+    assert [sorted(j[:2]) for j in est.log_["merge_pairs_joined"]] == [sorted([a, b])]
+    merged = est.predict(ds.x)
+    assert len(np.unique(merged)) == len(np.unique(labels)) - 1
+    np.testing.assert_array_equal(merged[pool], min(a, b))  # the later one joined into the earlier
+    with pytest.raises(ValueError, match="blur"):
+        ScanHog(10, blur=1.5)
+
+
 def test_scan_hog_cnn_fine_tunes_its_student_on_every_profile_and_scan_hog_does_not():
     """One name, one algorithm: every profile of scan-hog+cnn runs the SCAN fine-tune (chosen by `select`);
     the profiles change its size only."""

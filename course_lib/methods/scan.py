@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from .. import augment, losses, models, pretext, selflabel, training
-from ..clustering import FeatureClusterer, FeaturePipeline, merge_by_links, nearest_neighbours
+from ..clustering import FeatureClusterer, FeaturePipeline, merge_by_links, merge_linked_pairs, nearest_neighbours
 from ..distribute import per_replica
 from ..pretext import view_batches  # the two-view pipeline: (anchor, neighbour) pairs here
 from . import Method, register
@@ -153,7 +153,8 @@ class SCAN(Method):
                     end_to_end=False, views=0, threshold=0.99, selflabel_rounds=5, selflabel_epochs=2,
                     selflabel_min_steps=200, student=None, student_epochs=15, student_width=32, student_rounds=2,
                     student_select="confident", student_agreement=0.8, refine=0,
-                    student_scan=False, student_finetune=0, student_finetune_weight=1.0, cache_dir=None, verbose=0)
+                    student_scan=False, student_finetune=0, student_finetune_weight=1.0, blur=0.0, merge_pairs=False,
+                    cache_dir=None, verbose=0)
     presets = {
         # a CPU: short SimCLR, the SCAN step on the frozen embedding, self-labeling fine-tunes the whole CNN
         "quick": dict(pretext_epochs=5, scan_epochs=60, selflabel_rounds=2, selflabel_epochs=2),
@@ -192,12 +193,16 @@ class SCAN(Method):
                              "or > 0 with student='cnn' and without student_scan, got "
                              f"student_finetune={self.params['student_finetune']}, student={self.params['student']!r}, "
                              f"student_scan={self.params['student_scan']}")
+        if not 0 <= float(self.params["blur"]) <= 1:
+            raise ValueError(f"blur is the share of strongly augmented images that are blurred, in [0, 1], got "
+                             f"{self.params['blur']}")
         if int(self.params["overcluster"]) < 1:
             raise ValueError(f"overcluster must be an integer >= 1 (1: no over-clustering), got {self.params['overcluster']}")
         self.log_, self.classifier_, self.student_, self.merge_ = {}, None, None, None
         self.first_student_ = None  # with refine: the student of the first pass
         self.student_scan_ = None  # with student_scan: (SCAN network on the student's embedding, kept head)
         self.finetuned_ = None  # with student_finetune: the student's network trained end to end with the SCAN loss
+        self.pair_merge_ = None  # with merge_pairs: K x K matrix joining the final clusters that are halves of one
 
     def _say(self, msg):
         if self.params["verbose"]:
@@ -214,7 +219,8 @@ class SCAN(Method):
         return Path(folder) / f"{step}-{digest}"
 
     def _augmenter(self, x, seed=0):
-        return augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + seed)
+        return augment.strong_augmenter(colour=x.shape[-1] == 3, seed=self.seed + seed,
+                                        blur=float(self.params["blur"]))
 
     # ---- step 1
     def pretext(self, x):
@@ -395,7 +401,23 @@ class SCAN(Method):
             self.scan_on_student(x)
         if int(p["student_finetune"]):
             self.finetune_student(x, feats)
+        if p["merge_pairs"]:
+            self.merge_pairs(x)
         return self
+
+    def merge_pairs(self, x) -> None:
+        """issue 20: the last step's clusters that are halves of one group joined, by the mined neighbours' links
+        between them (`clustering.merge_linked_pairs`: a pair joined only while its members' strays mostly go to
+        each other), no labels. The entropy term wants K equal clusters and cuts the largest classes in two; the
+        joined-away clusters stay empty."""
+        t0 = time.perf_counter()
+        self.pair_merge_ = None
+        labels = self.predict_proba(x).argmax(1)
+        merge, joins = merge_linked_pairs(labels, self.neighbours_, self.n_clusters)
+        self.pair_merge_ = merge
+        self.log_.update(merge_pairs_joined=joins, merge_pairs_seconds=time.perf_counter() - t0)
+        self._say(f"merge pairs: {len(joins)} pairs of clusters joined " +
+                  ", ".join(f"{b} -> {a} (R {r:.2f})" for a, b, r in joins))
 
     def _mine_with_student(self, x, feats) -> np.ndarray:
         """Neighbours mined in the pretext features joined to the CNN student's embedding (each L2-normalised,
@@ -520,16 +542,24 @@ class SCAN(Method):
             out["student scan"] = self.predict_proba(x, "student scan").argmax(1)
         if self.finetuned_ is not None:
             out["student finetuned"] = self.predict_proba(x, "student finetuned").argmax(1)
+        if self.pair_merge_ is not None:
+            out["merged pairs"] = self.predict_proba(x).argmax(1)
         return out
+
+    def _last_step(self) -> str:
+        return ("student finetuned" if self.finetuned_ is not None else
+                "student scan" if self.student_scan_ is not None else
+                "student" if self.student_ is not None else
+                "selflabel" if self.classifier_ is not None else "scan")
 
     def predict_proba(self, x, step: str | None = None):
         """Cluster probabilities after the last step run (the student fine-tuned with the SCAN loss, else the SCAN
-        step on the student's embedding, else the student, else self-labeling when it kept a round, else SCAN), or
-        after `step` = "scan" | "selflabel" | "student" | "student scan" | "student finetuned"."""
-        step = step or ("student finetuned" if self.finetuned_ is not None else
-                        "student scan" if self.student_scan_ is not None else
-                        "student" if self.student_ is not None else
-                        "selflabel" if self.classifier_ is not None else "scan")
+        step on the student's embedding, else the student, else self-labeling when it kept a round, else SCAN;
+        then, with merge_pairs, its linked pairs of clusters joined), or after `step` = "scan" | "selflabel" |
+        "student" | "student scan" | "student finetuned" (before any join)."""
+        if step is None and self.pair_merge_ is not None:
+            return self.predict_proba(x, self._last_step()) @ self.pair_merge_
+        step = step or self._last_step()
         if step == "scan":
             return self._merged(self._scan_probs(self._head_input(x))[self.best_head_])
         if step == "student scan" and self.student_scan_ is not None:

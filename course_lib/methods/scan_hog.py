@@ -100,7 +100,7 @@ class ScanHog(SCAN):
         """SCAN's strong views; with colour in the descriptor (hue histograms, the autoencoder's codes), no colour
         jitter (it would move the colour the descriptor reads)."""
         colour = x.shape[-1] == 3 and not self.params["hue_bins"] and not self.params["ae_weight"]
-        return augment.strong_augmenter(colour=colour, seed=self.seed + seed)
+        return augment.strong_augmenter(colour=colour, seed=self.seed + seed, blur=float(self.params["blur"]))
 
     def _end_to_end(self) -> bool:
         return False
