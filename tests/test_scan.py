@@ -197,15 +197,18 @@ def test_merge_pairs_joins_only_closed_pairs_of_the_last_steps_clusters():
 
 
 def test_scan_hog_cnn_fine_tunes_its_student_on_every_profile_and_scan_hog_does_not():
-    """One name, one algorithm: every profile of scan-hog+cnn runs the SCAN fine-tune (chosen by `select`);
-    the profiles change its size only."""
+    """One name, one algorithm: every profile of scan-hog+cnn runs the SCAN fine-tune and the blurred views
+    (chosen by `select`) and joins closed pairs of clusters; the profiles change its size only."""
     from course_lib import runtime
     from course_lib.methods.scan_hog import ScanHogCNN
 
     for name in ("quick", "standard", "full"):
-        assert ScanHogCNN.for_profile(43, runtime.get_profile(name)).params["student_finetune"] == 3
-        assert ScanHog.for_profile(43, runtime.get_profile(name)).params["student_finetune"] == 0
-    assert ScanHogCNN.for_smoke(43).params["student_finetune"] == 1
+        params = ScanHogCNN.for_profile(43, runtime.get_profile(name)).params
+        assert (params["student_finetune"], params["blur"], params["merge_pairs"]) == (3, 0.5, True)
+        params = ScanHog.for_profile(43, runtime.get_profile(name)).params
+        assert (params["student_finetune"], params["blur"], params["merge_pairs"]) == (0, 0.0, False)
+    params = ScanHogCNN.for_smoke(43).params
+    assert (params["student_finetune"], params["blur"], params["merge_pairs"]) == (1, 0.5, True)
 
 
 def test_notebook_06_writes_out_the_librarys_scan_model():

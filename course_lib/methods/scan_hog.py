@@ -122,12 +122,17 @@ class ScanHog(SCAN):
 class ScanHogCNN(ScanHog):
     """`scan-hog`, then its final clustering distilled into a fresh CNN on the pixels (`student="cnn"`): the
     CNN sees what HOG throws away (colour, the pictogram inside the rim) and predicts new images from pixels;
-    then the CNN is trained end to end with the SCAN loss on neighbours mined in HOG + its own features."""
+    then the CNN is trained end to end with the SCAN loss on neighbours mined in HOG + its own features; last, the
+    pairs of clusters that are halves of one group by their neighbour links are joined."""
 
     name = "scan-hog+cnn"
     # student_finetune=3: then the student's network trained end to end with the SCAN loss for 3 epochs, chosen
     # without labels by `select` (results/gtsrb-selection-scan-hog-cnn-finetune.md); runs before 2026-12-05 ran
-    # without it and are labelled student_finetune=0
-    presets = {name: dict(preset, student="cnn", student_finetune=3) for name, preset in ScanHog.presets.items()}
+    # without it and are labelled student_finetune=0.
+    # blur=0.5 (half the strong views blurred), chosen by `select` (results/gtsrb-selection-scan-hog-cnn-blur.md),
+    # and merge_pairs (the closed pairs of the final clusters joined; parameter-free, results/NOTES.md), both since
+    # 2026-12-06; earlier runs are labelled blur=0.0, merge_pairs=False
+    presets = {name: dict(preset, student="cnn", student_finetune=3, blur=0.5, merge_pairs=True)
+               for name, preset in ScanHog.presets.items()}
     presets["quick"].update(student_epochs=5)  # quick: a few epochs on 3,000 images
     smoke = dict(ScanHog.smoke, student_epochs=1, student_rounds=1, student_finetune=1)
