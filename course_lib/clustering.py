@@ -256,6 +256,23 @@ def _drop_self(idx: np.ndarray, k: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- over-clustering, then merging by neighbour links
+def _cluster_links(probs: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """K x K: links[a, b] = sum over samples i and their mined neighbours j of p_ia p_jb + p_ib p_ja (with hard
+    one-hot `probs`, the number of (i, j) pairs with one end in a and the other in b)."""
+    probs = np.asarray(probs, np.float64)
+    links = probs.T @ probs[np.asarray(neighbours)].sum(1)  # links[a, b], from a's samples to b
+    return links + links.T
+
+
+def _join(links: np.ndarray, group: np.ndarray, active: np.ndarray, a: int, b: int) -> None:
+    """Cluster b joined into a, in place: its links added to a's, b made inactive, its members a's."""
+    links[a] += links[b]
+    links[:, a] += links[:, b]
+    links[b], links[:, b] = 0, 0
+    active[b] = False
+    group[group == b] = a
+
+
 def merge_by_links(probs: np.ndarray, neighbours: np.ndarray, n_clusters: int) -> np.ndarray:
     """Merge K' clusters into `n_clusters` without labels: while there are too many, join the two clusters whose
     members are most often each other's mined neighbours, links(a, b) / sqrt(size(a) size(b)).
@@ -268,8 +285,7 @@ def merge_by_links(probs: np.ndarray, neighbours: np.ndarray, n_clusters: int) -
     k = probs.shape[1]
     if n_clusters > k:
         raise ValueError(f"cannot merge {k} clusters into {n_clusters}: over-cluster with at least {n_clusters}")
-    links = probs.T @ probs[np.asarray(neighbours)].sum(1)  # K' x K': links[a, b], from a's samples to b
-    links = links + links.T
+    links = _cluster_links(probs, neighbours)
     size = probs.sum(0)
     group = np.arange(k)  # the cluster each original cluster has been merged into
     active = np.ones(k, bool)
@@ -278,11 +294,8 @@ def merge_by_links(probs: np.ndarray, neighbours: np.ndarray, n_clusters: int) -
         strength[~active] = strength[:, ~active] = -np.inf
         np.fill_diagonal(strength, -np.inf)
         a, b = np.unravel_index(np.argmax(strength), strength.shape)  # b joins a
-        links[a] += links[b]
-        links[:, a] += links[:, b]
-        links[b], links[:, b] = 0, 0
-        size[a], size[b], active[b] = size[a] + size[b], 0, False
-        group[group == b] = a
+        _join(links, group, active, a, b)
+        size[a], size[b] = size[a] + size[b], 0
     merged = np.zeros((k, n_clusters), np.float32)
     merged[np.arange(k), np.searchsorted(np.flatnonzero(active), group)] = 1
     return merged
@@ -309,11 +322,8 @@ def merge_linked_pairs(labels: np.ndarray, neighbours: np.ndarray, n_clusters: i
 
     Returns the K x K 0/1 matrix M (merged probabilities: probs @ M; the column of a joined-away cluster is 0)
     and the joins made, [(a, b, R), ...] (b joined into a)."""
-    labels, neighbours = np.asarray(labels), np.asarray(neighbours)
-    k = n_clusters
-    links = np.zeros((k, k))
-    np.add.at(links, (np.repeat(labels, neighbours.shape[1]), labels[neighbours].ravel()), 1)
-    links = links + links.T
+    labels, k = np.asarray(labels), n_clusters
+    links = _cluster_links(np.eye(k)[labels], neighbours)
     group = np.arange(k)
     active = np.bincount(labels, minlength=k) > 0
     joins = []
@@ -326,11 +336,7 @@ def merge_linked_pairs(labels: np.ndarray, neighbours: np.ndarray, n_clusters: i
         if ratio[a, b] <= 1:
             break
         joins.append((int(a), int(b), float(ratio[a, b])))
-        links[a] += links[b]
-        links[:, a] += links[:, b]
-        links[b], links[:, b] = 0, 0
-        active[b] = False
-        group[group == b] = a
+        _join(links, group, active, a, b)
     merged = np.zeros((k, k), np.float32)
     merged[np.arange(k), group] = 1
     return merged, joins

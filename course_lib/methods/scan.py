@@ -534,16 +534,14 @@ class SCAN(Method):
         if self.first_student_ is not None:  # refine: the first pass's student, whose features the last pass mined
             out["first student"] = np.asarray(self.first_student_.predict(x.astype("float32"), batch_size=1024,
                                                                           verbose=0)).argmax(1)
-        out["scan"] = self.predict_proba(x, "scan").argmax(1)
-        for step in ("selflabel", "student"):
-            if (self.classifier_ if step == "selflabel" else self.student_) is not None:
-                out[step] = self.predict_proba(x, step).argmax(1)
-        if self.student_scan_ is not None:
-            out["student scan"] = self.predict_proba(x, "student scan").argmax(1)
-        if self.finetuned_ is not None:
-            out["student finetuned"] = self.predict_proba(x, "student finetuned").argmax(1)
-        if self.pair_merge_ is not None:
-            out["merged pairs"] = self.predict_proba(x).argmax(1)
+        probs = {"scan": self.predict_proba(x, "scan")}
+        for step, made in (("selflabel", self.classifier_), ("student", self.student_),
+                           ("student scan", self.student_scan_), ("student finetuned", self.finetuned_)):
+            if made is not None:
+                probs[step] = self.predict_proba(x, step)
+        out.update({step: p.argmax(1) for step, p in probs.items()})
+        if self.pair_merge_ is not None:  # the last step's probabilities, its closed pairs joined
+            out["merged pairs"] = (probs[self._last_step()] @ self.pair_merge_).argmax(1)
         return out
 
     def _last_step(self) -> str:
