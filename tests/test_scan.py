@@ -253,6 +253,26 @@ def test_scan_hog_hog_cell_sets_the_grain_of_the_descriptor():
     assert ScanHog(5, hog_cell=7)._describe(x).shape[1] == 3 * 3 * 2 * 2 * 9  # 4 x 4 cells of 7 px
 
 
+def test_scan_hog_centre_cell_joins_a_finer_hog_of_the_central_half():
+    """centre_cell: a second HOG, of the central half only (8..24 of 32 px) at 2-px cells, joined to the HOG at
+    equal weight, each part whitened to unit length; the border does not move it; new images described alike."""
+    x = data.load_dataset("synthetic-signs", "train", max_images=96, n_images=96).x
+    est = ScanHog(5, centre_cell=2, views=1)
+    raw = est._describe(x[:4])
+    assert raw.shape[1] == 6 * 6 * 2 * 2 * 9 + 7 * 7 * 2 * 2 * 9  # the sign's 7 x 7 cells of 4 px, the centre's 8 x 8 of 2 px
+    framed = x[:4].copy()
+    framed[:, :8], framed[:, 24:] = 0, 255  # the top and bottom quarters changed, the centre kept
+    centre = est._centre_hog(framed)
+    np.testing.assert_array_equal(centre, raw[:, -centre.shape[1]:])
+    f = est.pretext(x)
+    assert f.shape == (96, 128) and est.view_features_.shape == (1, 96, 128)
+    np.testing.assert_allclose(np.sum(f[:, 64:] ** 2, axis=1), 0.5, atol=1e-4)  # equal weight: half of each vector
+    np.testing.assert_allclose(est.features(x[:10]), f[:10], atol=1e-4)
+    for bad in (dict(centre_cell=-2), dict(centre_cell=2, ae_weight=0.5)):
+        with pytest.raises(ValueError, match="centre_cell"):
+            ScanHog(5, **bad)
+
+
 def test_scan_hog_joins_autoencoder_codes_to_the_hog_and_describes_new_images_alike():
     x = data.load_dataset("synthetic-signs", "train", max_images=96, n_images=96).x
     est = ScanHog(5, ae_weight=0.5, ae_epochs=1, views=1)
