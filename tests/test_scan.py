@@ -197,18 +197,19 @@ def test_merge_pairs_joins_only_closed_pairs_of_the_last_steps_clusters():
 
 
 def test_scan_hog_cnn_fine_tunes_its_student_on_every_profile_and_scan_hog_does_not():
-    """One name, one algorithm: every profile of scan-hog+cnn runs the SCAN fine-tune and the blurred views
-    (chosen by `select`) and joins closed pairs of clusters; the profiles change its size only."""
+    """One name, one algorithm: every profile of scan-hog+cnn runs the SCAN fine-tune, the blurred views and the
+    central HOG (chosen by `select`) and joins closed pairs of clusters; the profiles change its size only."""
     from course_lib import runtime
     from course_lib.methods.scan_hog import ScanHogCNN
 
+    keys = ("student_finetune", "blur", "merge_pairs", "centre_cell")
     for name in ("quick", "standard", "full"):
         params = ScanHogCNN.for_profile(43, runtime.get_profile(name)).params
-        assert (params["student_finetune"], params["blur"], params["merge_pairs"]) == (3, 0.5, True)
+        assert tuple(params[k] for k in keys) == (3, 0.5, True, 2)
         params = ScanHog.for_profile(43, runtime.get_profile(name)).params
-        assert (params["student_finetune"], params["blur"], params["merge_pairs"]) == (0, 0.0, False)
+        assert tuple(params[k] for k in keys) == (0, 0.0, False, 0)
     params = ScanHogCNN.for_smoke(43).params
-    assert (params["student_finetune"], params["blur"], params["merge_pairs"]) == (1, 0.5, True)
+    assert tuple(params[k] for k in keys) == (1, 0.5, True, 2)
 
 
 def test_notebook_06_writes_out_the_librarys_scan_model():
@@ -259,7 +260,7 @@ def test_scan_hog_centre_cell_joins_a_finer_hog_of_the_central_half():
     x = data.load_dataset("synthetic-signs", "train", max_images=96, n_images=96).x
     est = ScanHog(5, centre_cell=2, views=1)
     raw = est._describe(x[:4])
-    assert raw.shape[1] == 6 * 6 * 2 * 2 * 9 + 7 * 7 * 2 * 2 * 9  # the sign's 7 x 7 cells of 4 px, the centre's 8 x 8 of 2 px
+    assert raw.shape[1] == 6 * 6 * 2 * 2 * 9 + 7 * 7 * 2 * 2 * 9  # 7 x 7 cells of 4 px; the centre's 8 x 8 of 2 px
     framed = x[:4].copy()
     framed[:, :8], framed[:, 24:] = 0, 255  # the top and bottom quarters changed, the centre kept
     centre = est._centre_hog(framed)

@@ -155,8 +155,10 @@ class ScanHogCNN(ScanHog):
     # without it and are labelled student_finetune=0.
     # blur=0.5 (half the strong views blurred), chosen by `select` (results/gtsrb-selection-scan-hog-cnn-blur.md),
     # and merge_pairs (the closed pairs of the final clusters joined; parameter-free, results/NOTES.md), both since
-    # 2026-12-06; earlier runs are labelled blur=0.0, merge_pairs=False
-    presets = {name: dict(preset, student="cnn", student_finetune=3, blur=0.5, merge_pairs=True)
+    # 2026-12-06; earlier runs are labelled blur=0.0, merge_pairs=False.
+    # centre_cell=2 (the central half's finer HOG joined to the HOG), chosen by `select`
+    # (results/gtsrb-selection-scan-hog-cnn-centre.md), since 2026-12-07; earlier runs are labelled centre_cell=0
+    presets = {name: dict(preset, student="cnn", student_finetune=3, blur=0.5, merge_pairs=True, centre_cell=2)
                for name, preset in ScanHog.presets.items()}
     presets["quick"].update(student_epochs=5)  # quick: a few epochs on 3,000 images
     smoke = dict(ScanHog.smoke, student_epochs=1, student_rounds=1, student_finetune=1)
